@@ -1,0 +1,224 @@
+"""Settings shared by every environment. Every value comes from the environment, with a
+default that is safe for a developer's machine."""
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+env = environ.Env()
+
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="dev-only-insecure-key-change-me-in-production")
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# Outside production, staff may attach test clocks to tenants (SPEC §9).
+AEROLITH_TEST_MODE = env.bool("AEROLITH_TEST_MODE", default=False)
+AEROLITH_BASE_DOMAIN = env("AEROLITH_BASE_DOMAIN", default="aerolith.localhost")
+# How links to tenant domains are written (scheme and port of the public entry point).
+AEROLITH_URL_SCHEME = env("AEROLITH_URL_SCHEME", default="http")
+AEROLITH_URL_PORT = env("AEROLITH_URL_PORT", default="8000")
+ALLOWED_HOSTS = env.list(
+    "DJANGO_ALLOWED_HOSTS",
+    default=[AEROLITH_BASE_DOMAIN, f".{AEROLITH_BASE_DOMAIN}", "localhost", "127.0.0.1"],
+)
+
+SHARED_APPS = [
+    "django_tenants",
+    "tenants",
+    "billing",
+    "metering",
+    "provisioning",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_celery_beat",
+]
+# Our apps hold both public and tenant-private models; aerolith.db_router decides per
+# model (see TenantPrivateModel), so they are listed here as well.
+TENANT_APPS = ["tenants", "billing", "metering", "provisioning"]
+INSTALLED_APPS = list(dict.fromkeys(SHARED_APPS + TENANT_APPS))
+
+TENANT_MODEL = "tenants.Tenant"
+TENANT_DOMAIN_MODEL = "tenants.Domain"
+PUBLIC_SCHEMA_URLCONF = "aerolith.urls_public"
+ROOT_URLCONF = "aerolith.urls"
+TENANT_BASE_SCHEMA = "tenant_base"
+TENANT_CREATION_FAKES_MIGRATIONS = True
+TENANT_MULTIPROCESSING_MAX_PROCESSES = env.int("TENANT_MIGRATE_PROCESSES", default=4)
+# Ours decides every case; django-tenants insists its own router is listed too.
+DATABASE_ROUTERS = ["aerolith.db_router.TenantModelRouter", "django_tenants.routers.TenantSyncRouter"]
+
+MIDDLEWARE = [
+    "aerolith.middleware.HealthCheckMiddleware",
+    "aerolith.middleware.RequestIdMiddleware",
+    "tenants.middleware.TenantMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "tenants.portal.context.portal",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "aerolith.wsgi.application"
+
+DATABASES = {"default": env.db_url("DATABASE_URL", default="postgresql://postgres@127.0.0.1:5432/aerolith")}
+DATABASES["default"]["ENGINE"] = "django_tenants.postgresql_backend"
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+
+AUTH_USER_MODEL = "tenants.User"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
+LOGIN_URL = "portal:login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Sessions are per host: the public domain hands a signed, one-time login over to the
+# tenant domain instead of sharing one cookie across every subdomain.
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+
+EMAIL_BACKEND = env("EMAIL_BACKEND", default="django.core.mail.backends.filebased.EmailBackend")
+EMAIL_FILE_PATH = env("EMAIL_FILE_PATH", default=str(BASE_DIR / ".var" / "emails"))
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="Aerolith Cloud <billing@aerolith.localhost>")
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "tenants.authentication.ApiKeyAuthentication",
+        "tenants.authentication.TenantJWTAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["tenants.permissions.HasTenantAction"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PAGINATION_CLASS": "aerolith.api.pagination.CursorPagination",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "aerolith.api.errors.problem_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=7)),
+    "SIGNING_KEY": env("JWT_SIGNING_KEY", default=SECRET_KEY),
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "USER_ID_CLAIM": "user_id",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Aerolith Cloud API",
+    "DESCRIPTION": (
+        "Tenant endpoints live on the organisation's own domain "
+        "(`https://<slug>.aerolith.localhost/api/v1/...`); `plans` and `signup` live on "
+        "the public domain. Errors are RFC 9457 problem+json documents."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_URLCONF": "aerolith.urls_schema",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+}
+
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=REDIS_URL)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TIMEZONE = "UTC"
+# Periodic tasks are registered here, in code; django-celery-beat copies them into its
+# tables at start so staff can see (and pause) them in the admin.
+CELERY_BEAT_SCHEDULE = {
+    "dispatch-due-work": {
+        "task": "tenants.tasks.dispatch_due_work",
+        "schedule": env.float("AEROLITH_DISPATCH_SECONDS", default=60.0),
+    },
+    "refill-schema-pool": {
+        "task": "tenants.tasks.refill_schema_pool",
+        "schedule": 60.0,
+    },
+}
+
+AEROLITH_TRIAL_DAYS = env.int("AEROLITH_TRIAL_DAYS", default=14)
+# Signup takes a ready schema from this pool (see tenants/services/schemas.py).
+AEROLITH_SCHEMA_POOL_SIZE = env.int("AEROLITH_SCHEMA_POOL_SIZE", default=5)
+AEROLITH_RESERVED_SLUGS = frozenset(
+    env.list(
+        "AEROLITH_RESERVED_SLUGS",
+        default=[
+            "www", "api", "admin", "public", "static", "media", "app", "apps", "mail",
+            "email", "smtp", "ftp", "status", "help", "support", "docs", "blog", "billing",
+            "login", "signup", "auth", "sso", "dashboard", "portal", "console", "metrics",
+            "health", "healthz", "readyz", "webhooks", "cdn", "assets", "test", "staging",
+            "dev", "aerolith", "root", "system", "tenant", "base", "internal",
+        ],
+    )
+)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"context": {"()": "aerolith.logging.ContextFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s %(tenant)s %(user)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["context"]},
+    },
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        "django.server": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,14 @@
+"""URLs of a tenant's domain: its portal and its API."""
+from django.urls import include, path
+
+from aerolith.api.urls import tenant_api
+from tenants.portal import urls as portal_urls
+
+handler404 = "aerolith.api.views.not_found"
+handler500 = "aerolith.api.views.server_error"
+
+urlpatterns = [
+    path("api/v1/", include(tenant_api)),
+    path("", include("aerolith.api.docs")),
+    path("", include((portal_urls.tenant_patterns, "portal"))),
+]

@@ -1,0 +1,216 @@
+"""Staff console for tenants, people, keys, audit trail, test clocks and scheduled work."""
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db import transaction
+from django.utils.html import format_html, format_html_join
+from django_tenants.utils import tenant_context
+
+from aerolith.errors import DomainError
+
+from .models import (ApiKey, AuditEvent, Domain, Membership, PooledSchema, ScheduledJob, Tenant,
+                     TestClock, User)
+from .selectors import tenant_url
+from .services.audit import audit_record
+from .services.clocks import tenant_clock_advance, tenant_clock_attach
+
+
+class DomainInline(admin.TabularInline):
+    model = Domain
+    extra = 0
+    fields = ["domain", "is_primary"]
+    readonly_fields = ["domain", "is_primary"]
+    can_delete = False
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    fk_name = "tenant"
+    extra = 0
+    fields = ["user", "role", "created_at", "accepted_at"]
+    readonly_fields = ["user", "role", "created_at", "accepted_at"]
+    can_delete = False
+
+
+@admin.register(Tenant)
+class TenantAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "status", "plan", "region", "created_at"]
+    list_filter = ["status", "region", "subscription__plan"]
+    search_fields = ["name", "slug", "domains__domain"]
+    list_select_related = ["subscription__plan"]
+    readonly_fields = ["slug", "schema_name", "status", "created_at", "portal_link", "api_keys"]
+    fields = ["name", "region", "slug", "schema_name", "status", "created_at", "portal_link", "api_keys"]
+    inlines = [DomainInline, MembershipInline]
+    actions = ["attach_test_clock", "advance_one_day", "advance_thirty_days"]
+    show_full_result_count = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).exclude(schema_name="public")
+
+    def has_add_permission(self, request):
+        return False  # organisations are created by signup, which also makes their schema
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # erasure is its own audited workflow
+
+    @admin.display(ordering="subscription__plan__price_cents")
+    def plan(self, obj):
+        subscription = getattr(obj, "subscription", None)
+        return subscription.plan.name if subscription else "—"
+
+    @admin.display(description="Portal")
+    def portal_link(self, obj):
+        return format_html('<a href="{0}">{0}</a>', tenant_url(obj, "/"))
+
+    @admin.display(description="API keys (metadata only)")
+    def api_keys(self, obj):
+        with tenant_context(obj):
+            keys = list(ApiKey.objects.values_list("name", "prefix", "scopes", "created_at",
+                                                   "last_used_at", "revoked_at"))
+        if not keys:
+            return "None"
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}…</td><td>{}</td><td>{:%Y-%m-%d}</td><td>{}</td><td>{}</td></tr>",
+            ((n, p, ", ".join(s), c, f"{u:%Y-%m-%d %H:%M}" if u else "never",
+              "revoked" if r else "active") for n, p, s, c, u, r in keys),
+        )
+        return format_html("<table><tr><th>Name</th><th>Prefix</th><th>Scopes</th><th>Created</th>"
+                           "<th>Last used</th><th>State</th></tr>{}</table>", rows)
+
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            before = {f: form.initial.get(f) for f in form.changed_data}
+            super().save_model(request, obj, form, change)
+            if form.changed_data:
+                audit_record(action="tenant.updated_by_staff", tenant=obj, actor=request.user,
+                             target=obj, before=before,
+                             after={f: form.cleaned_data.get(f) for f in form.changed_data})
+
+    @admin.action(description="Attach a test clock (test mode)")
+    def attach_test_clock(self, request, queryset):
+        self._each(request, queryset, lambda t: tenant_clock_attach(tenant=t, actor=request.user),
+                   "attached a test clock to")
+
+    @admin.action(description="Advance test clock by 1 day")
+    def advance_one_day(self, request, queryset):
+        self._advance(request, queryset, 86400)
+
+    @admin.action(description="Advance test clock by 30 days")
+    def advance_thirty_days(self, request, queryset):
+        self._advance(request, queryset, 30 * 86400)
+
+    def _advance(self, request, queryset, seconds):
+        def advance(tenant):
+            clock, ran = tenant_clock_advance(tenant=tenant, actor=request.user, seconds=seconds)
+            return f"{tenant.slug}: now {clock.frozen_time:%Y-%m-%d %H:%M}, {len(ran)} job(s) run"
+
+        self._each(request, queryset, advance, "advanced the clock of")
+
+    def _each(self, request, queryset, operation, verb):
+        done = []
+        for tenant in queryset:
+            try:
+                result = operation(tenant)
+            except DomainError as error:
+                self.message_user(request, f"{tenant.slug}: {error.detail}", messages.ERROR)
+            else:
+                done.append(result if isinstance(result, str) else tenant.slug)
+        if done:
+            self.message_user(request, f"Staff {verb} {len(done)} tenant(s): {'; '.join(done)}",
+                              messages.SUCCESS)
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    ordering = ["email"]
+    list_display = ["email", "full_name", "is_staff", "is_active", "date_joined"]
+    list_filter = ["is_staff", "is_active"]
+    search_fields = ["email", "full_name"]
+    fieldsets = [
+        (None, {"fields": ["email", "password", "full_name"]}),
+        ("Access", {"fields": ["is_active", "is_staff", "is_superuser", "groups"]}),
+        ("Dates", {"fields": ["last_login", "date_joined"]}),
+    ]
+    add_fieldsets = [(None, {"classes": ["wide"], "fields": ["email", "password1", "password2"]})]
+    readonly_fields = ["last_login", "date_joined"]
+    inlines = []
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Membership)
+class MembershipAdmin(ReadOnlyAdmin):
+    list_display = ["user", "tenant", "role", "created_at", "accepted_at"]
+    list_filter = ["role"]
+    list_select_related = ["user", "tenant"]
+    search_fields = ["user__email", "tenant__slug"]
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin):
+    list_display = ["occurred_at", "actor_label", "action", "tenant_slug", "target_type",
+                    "target_id", "request_id"]
+    list_filter = ["action"]
+    search_fields = ["actor_label", "action", "target_id", "request_id"]
+    date_hierarchy = "occurred_at"
+    show_full_result_count = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("tenant")
+
+    @admin.display(description="Tenant")
+    def tenant_slug(self, obj):
+        return obj.tenant.slug if obj.tenant_id and obj.tenant else "—"
+
+
+class TestClockForm(forms.ModelForm):
+    class Meta:
+        model = TestClock
+        fields = ["tenant", "frozen_time"]
+
+
+@admin.register(TestClock)
+class TestClockAdmin(admin.ModelAdmin):
+    """Editing the time advances the clock through the service, running due work."""
+
+    form = TestClockForm
+    list_display = ["tenant", "frozen_time", "created_at"]
+    list_select_related = ["tenant"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["tenant"] if obj else []
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            tenant_clock_attach(tenant=obj.tenant, actor=request.user, at=obj.frozen_time)
+            return
+        target = obj.frozen_time
+        try:
+            _, ran = tenant_clock_advance(tenant=obj.tenant, actor=request.user, to=target)
+        except DomainError as error:
+            self.message_user(request, error.detail, messages.ERROR)
+            return
+        self.message_user(request, f"Advanced {obj.tenant.slug} to {target:%Y-%m-%d %H:%M}; "
+                                   f"{len(ran)} due job(s) ran.", messages.SUCCESS)
+
+
+@admin.register(ScheduledJob)
+class ScheduledJobAdmin(ReadOnlyAdmin):
+    list_display = ["kind", "tenant", "key", "due_at", "status", "attempts", "completed_at"]
+    list_filter = ["status", "kind"]
+    list_select_related = ["tenant"]
+    search_fields = ["tenant__slug", "key"]
+
+
+@admin.register(PooledSchema)
+class PooledSchemaAdmin(ReadOnlyAdmin):
+    list_display = ["schema_name", "fingerprint", "created_at"]

@@ -1,0 +1,101 @@
+"""Due work per tenant, run when the tenant's own clock reaches it (SPEC §9).
+
+Apps register a handler per job kind with `@job_handler("billing.renewal")` and schedule
+work with `job_schedule(...)`. The beat dispatcher and the test clock both call
+`due_work_run`, which runs a tenant's due jobs one at a time in due order, each in its own
+transaction with its row locked, so running twice or on two workers never runs a job twice.
+A handler may schedule the next job (a renewal schedules the next renewal); jobs that
+become due during the same run are picked up in order.
+"""
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import F
+from django.db.models.functions import Coalesce
+from django.db.models import Value
+from django_tenants.utils import tenant_context
+
+from aerolith import clock
+
+from ..models import ScheduledJob, Tenant
+
+logger = logging.getLogger(__name__)
+MAX_ATTEMPTS = 5
+_HANDLERS: dict[str, Callable[[ScheduledJob], None]] = {}
+
+
+def job_handler(kind: str):
+    def register(func):
+        _HANDLERS[kind] = func
+        return func
+    return register
+
+
+def job_schedule(*, tenant: Tenant, kind: str, key: str, due_at: datetime,
+                 payload: dict | None = None) -> ScheduledJob:
+    """Schedule `kind` for `tenant` at `due_at`; the same (kind, key) is scheduled once."""
+    if kind not in _HANDLERS:
+        raise ValueError(f"No handler registered for job kind {kind!r}")
+    job, _ = ScheduledJob.objects.get_or_create(
+        tenant=tenant, kind=kind, key=key, defaults={"due_at": due_at, "payload": payload or {}}
+    )
+    return job
+
+
+def tenants_with_due_work() -> list[int]:
+    """Tenants with a pending job due by their own clock (test clock or wall clock)."""
+    return list(
+        ScheduledJob.objects.filter(status=ScheduledJob.Status.PENDING)
+        .annotate(tenant_now=Coalesce(F("tenant__test_clock__frozen_time"), Value(clock.wall_now())))
+        .filter(due_at__lte=F("tenant_now"))
+        .values_list("tenant_id", flat=True)
+        .distinct()
+    )
+
+
+def _next_due(tenant: Tenant, until: datetime, skip: set[int]) -> ScheduledJob | None:
+    return (
+        ScheduledJob.objects.select_for_update(skip_locked=True)
+        .filter(tenant=tenant, status=ScheduledJob.Status.PENDING, due_at__lte=until)
+        .exclude(pk__in=skip)
+        .order_by("due_at", "id")
+        .first()
+    )
+
+
+def due_work_run(*, tenant: Tenant, until: datetime | None = None,
+                 before_each: Callable[[ScheduledJob], None] | None = None) -> list[ScheduledJob]:
+    """Run `tenant`'s jobs due by `until` (default: its clock's now), oldest first.
+    `before_each` lets the test clock step its time to each job's due time first."""
+    ran: list[ScheduledJob] = []
+    failed: set[int] = set()
+    while True:
+        limit = until or clock.now(tenant)
+        with transaction.atomic():
+            job = _next_due(tenant, limit, failed)
+            if job is None:
+                return ran
+            if before_each:
+                before_each(job)
+            try:
+                with transaction.atomic(), tenant_context(tenant):
+                    _HANDLERS[job.kind](job)
+            except Exception as exc:  # noqa: BLE001 - one failing job must not stop the rest
+                logger.exception("Job %s (%s) failed", job.pk, job.kind)
+                job.attempts += 1
+                job.last_error = f"{exc.__class__.__name__}: {exc}"[:2000]
+                if job.attempts >= MAX_ATTEMPTS:
+                    job.status = ScheduledJob.Status.FAILED
+                job.save(update_fields=["attempts", "last_error", "status"])
+                failed.add(job.pk)
+                continue
+            job.status = ScheduledJob.Status.DONE
+            job.attempts += 1
+            job.completed_at = clock.now(tenant)
+            job.save(update_fields=["status", "attempts", "completed_at"])
+            ran.append(job)
+
+
+__all__ = ["job_handler", "job_schedule", "due_work_run", "tenants_with_due_work"]
