@@ -94,10 +94,18 @@ class TokenOut(serializers.Serializer):
     refresh = serializers.CharField(required=False)
 
 
-class TokenView(APIView):
+class _CredentialsInBody(APIView):
+    """Token endpoints read credentials from the body, not a header. Without an
+    authenticator DRF would turn a wrong password into a 403; it is a 401."""
+
     authentication_classes = []
     permission_classes = [AllowAny]
 
+    def get_authenticate_header(self, request):
+        return 'Bearer realm="api"'
+
+
+class TokenView(_CredentialsInBody):
     @extend_schema(request=TokenIn, responses={200: TokenOut, **PROBLEM_RESPONSES},
                    summary="Exchange email and password for a JWT pair on this organisation")
     def post(self, request):
@@ -114,10 +122,7 @@ class TokenView(APIView):
         return Response({"access": str(refresh.access_token), "refresh": str(refresh)})
 
 
-class TokenRefreshView(APIView):
-    authentication_classes = []
-    permission_classes = [AllowAny]
-
+class TokenRefreshView(_CredentialsInBody):
     @extend_schema(request=RefreshIn, responses={200: TokenOut, **PROBLEM_RESPONSES},
                    summary="Exchange a refresh token for a new access token")
     def post(self, request):

@@ -8,6 +8,8 @@ from rest_framework import authentication, exceptions
 from rest_framework_simplejwt.authentication import JWTAuthentication
 from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
 
+from aerolith.logging import user_var
+
 from .models import User
 from .permissions import Principal, member_principal
 from .services.api_keys import API_KEY_MARKER, api_key_authenticate
@@ -39,6 +41,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             return None
         key = api_key_authenticate(token)
         principal = Principal(tenant=request.tenant, api_key=key, scopes=frozenset(key.scopes))
+        user_var.set(principal.label)
         return principal, principal
 
     def authenticate_header(self, request):
@@ -63,6 +66,7 @@ class TenantJWTAuthentication(JWTAuthentication):
         principal = member_principal(request.tenant, user)
         if principal is None:
             raise exceptions.NotFound(NOT_HERE)
+        user_var.set(user.email)
         return principal, principal
 
 

@@ -6,6 +6,8 @@ from django.http import Http404
 from django.shortcuts import render
 from django.urls import reverse
 
+from aerolith.logging import user_var
+
 from ..permissions import ACTION_TEXT, Action, member_principal
 
 
@@ -25,6 +27,7 @@ def member_required(action: Action = Action.VIEW):
             if principal is None:
                 raise Http404("No such organisation for this account.")
             request.principal = principal
+            user_var.set(request.user.email)
             if not principal.can(action):
                 return render(request, "errors/403.html",
                               {"reason": f"Your role ({principal.role}) cannot {ACTION_TEXT[action]}. "

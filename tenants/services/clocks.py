@@ -48,8 +48,15 @@ def tenant_clock_advance(*, tenant: Tenant, actor, to: datetime | None = None,
     require_test_mode()
     if (to is None) == (seconds is None):
         raise ValidationFailed({"seconds": [("one_of", "Give either 'seconds' or 'to', not both.")]})
-    tenant_clock_attach(tenant=tenant, actor=actor)
+    # Checked before building a timedelta, which overflows on huge values.
+    if seconds is not None and seconds < 0:
+        raise ValidationFailed({"seconds": [("in_the_past", "Clocks only move forward: give "
+                                             "a positive number of seconds.")]})
+    if seconds is not None and seconds > MAX_ADVANCE.total_seconds():
+        raise ValidationFailed({"seconds": [("too_far", "Advance at most three years at a time.")]})
     with transaction.atomic():
+        # Attached in the same transaction, so a refused advance leaves no clock behind.
+        tenant_clock_attach(tenant=tenant, actor=actor)
         test_clock = TestClock.objects.select_for_update(nowait=False).get(tenant=tenant)
         start = test_clock.frozen_time
         target = to if to is not None else start + timedelta(seconds=seconds)

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
@@ -46,11 +47,15 @@ def job_schedule(*, tenant: Tenant, kind: str, key: str, due_at: datetime,
 
 def tenants_with_due_work() -> list[int]:
     """Tenants with a pending job due by their own clock (test clock or wall clock)."""
+    tenant_now = Value(clock.wall_now())
+    if settings.AEROLITH_TEST_MODE:  # as clock.now(): test clocks count only in test mode
+        tenant_now = Coalesce(F("tenant__test_clock__frozen_time"), tenant_now)
     return list(
         ScheduledJob.objects.filter(status=ScheduledJob.Status.PENDING)
-        .annotate(tenant_now=Coalesce(F("tenant__test_clock__frozen_time"), Value(clock.wall_now())))
+        .annotate(tenant_now=tenant_now)
         .filter(due_at__lte=F("tenant_now"))
         .values_list("tenant_id", flat=True)
+        .order_by("tenant_id")  # not Meta.ordering, whose columns would defeat distinct()
         .distinct()
     )
 

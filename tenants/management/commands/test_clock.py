@@ -28,7 +28,10 @@ class Command(BaseCommand):
             seconds = (seconds or 0) + days * 86400
         target = None
         if to is not None:
-            target = parse_datetime(to)
+            try:
+                target = parse_datetime(to)
+            except ValueError:  # well formed but impossible, e.g. month 13
+                target = None
             if target is None or target.tzinfo is None:
                 raise CommandError("--to needs an ISO-8601 time with a zone, e.g. 2027-01-01T00:00:00Z.")
         try:
@@ -40,7 +43,8 @@ class Command(BaseCommand):
                 raise CommandError("--seconds/--days must be positive: clocks only move forward.")
             clock, ran = tenant_clock_advance(tenant=tenant, actor="cli", seconds=seconds, to=target)
         except DomainError as error:
-            raise CommandError(error.detail) from error
+            details = [item["detail"] for item in error.field_errors()]
+            raise CommandError(" ".join(details) or error.detail) from error
         self.stdout.write(f"{slug}: test clock now {clock.frozen_time.isoformat()}; {len(ran)} job(s) ran")
         for job in ran:
             self.stdout.write(f"  {job.due_at.isoformat()}  {job.kind}  {job.key}")
