@@ -38,6 +38,8 @@ def main() -> int:
         }
         manage = [PY, str(ROOT / "manage.py")]
         subprocess.run(manage + ["migrate_all", "--verbosity", "0"], env=env, cwd=ROOT, check=True)
+        subprocess.run(manage + ["collectstatic", "--noinput", "--verbosity", "0"], env=env,
+                       cwd=ROOT, check=True)
         subprocess.run(manage + ["load_demo"], env=env, cwd=ROOT, check=True)
         commands = {
             "web": [PY, "-m", "gunicorn", "aerolith.wsgi", "--bind", f"127.0.0.1:{port}",
