@@ -5,3 +5,5 @@ class TenantsConfig(AppConfig):
     name = "tenants"
     default_auto_field = "django.db.models.BigAutoField"
 
+    def ready(self):
+        import aerolith.api.openapi  # noqa: F401  registers the API's security schemes

@@ -58,6 +58,9 @@ def flatten_field_errors(detail, prefix: str = "") -> list[dict]:
     if isinstance(detail, dict):
         out = []
         for key, value in detail.items():
+            if isinstance(key, int):  # a ListField reports its items by index
+                out += flatten_field_errors(value, f"{prefix}[{key}]")
+                continue
             field = key if key != "non_field_errors" else ""
             out += flatten_field_errors(value, f"{prefix}.{field}" if prefix and field else prefix or field)
         return out
