@@ -333,8 +333,6 @@ class ClockOut(serializers.Serializer):
 
 
 class TestClockView(APIView):
-    required_actions = {"POST": Action.MANAGE_TEST_CLOCK}
-
     @extend_schema(responses={200: ClockOut, **PROBLEM_RESPONSES}, summary="The test clock")
     def get(self, request):
         clocks.require_test_mode()
@@ -342,6 +340,10 @@ class TestClockView(APIView):
         if test_clock is None:
             raise NotFound("This organisation has no test clock; advancing attaches one.")
         return Response({"frozen_time": test_clock.frozen_time})
+
+
+class TestClockAdvanceView(APIView):
+    required_actions = {"POST": Action.MANAGE_TEST_CLOCK}
 
     @extend_schema(request=ClockAdvanceIn, responses={200: ClockOut, **PROBLEM_RESPONSES},
                    summary="Advance the test clock (test mode only), running due work in order")

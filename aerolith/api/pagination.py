@@ -1,6 +1,10 @@
 """Cursor pagination with ?cursor= and ?limit= (default 50, max 500), SPEC §10."""
+from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import pagination
 from rest_framework.exceptions import ValidationError
+
+BAD_CURSOR = ("This cursor is not valid. Use the `next` or `previous` link from a previous "
+              "page, or omit it to start at the first page.")
 
 
 class CursorPagination(pagination.CursorPagination):
@@ -25,8 +29,14 @@ class CursorPagination(pagination.CursorPagination):
         try:
             return super().decode_cursor(request)
         except Exception as exc:  # DRF raises NotFound for a bad cursor; say what to do
-            raise ValidationError(
-                {"cursor": ["This cursor is not valid. Use the `next` or `previous` link "
-                            "from a previous page, or omit it to start at the first page."]}
-            ) from exc
+            raise ValidationError({"cursor": [BAD_CURSOR]}) from exc
 
+    def paginate_queryset(self, queryset, request, view=None):
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except (DjangoValidationError, ValueError, TypeError, OverflowError) as exc:
+            # A well-formed cursor whose position does not fit the ordering field
+            # (e.g. "p=2026" for a time) fails only when the queryset is filtered.
+            if request.query_params.get(self.cursor_query_param) is None:
+                raise
+            raise ValidationError({"cursor": [BAD_CURSOR]}) from exc

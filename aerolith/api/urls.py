@@ -16,7 +16,7 @@ tenant_api = [
     path("tenant", tenants_api.TenantView.as_view(), name="tenant"),
     path("subscription", billing_api.SubscriptionView.as_view(), name="subscription"),
     path("test-clock", tenants_api.TestClockView.as_view(), name="test-clock"),
-    path("test-clock/advance", tenants_api.TestClockView.as_view(), name="test-clock-advance"),
+    path("test-clock/advance", tenants_api.TestClockAdvanceView.as_view(), name="test-clock-advance"),
     *router.urls,
 ]
 

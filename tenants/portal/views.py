@@ -1,4 +1,7 @@
 """Portal views: thin, like the API — parse the form, call one service, render."""
+import math
+from datetime import timedelta
+
 from django.contrib import messages
 from django.contrib.auth import authenticate, login, logout
 from django.contrib.auth.views import LoginView
@@ -85,6 +88,7 @@ class TenantLoginView(LoginView):
     template_name = "portal/login.html"
     authentication_form = TenantLoginForm
     redirect_authenticated_user = False
+    next_page = "portal:dashboard"  # without ?next=, not Django's /accounts/profile/
 
     def dispatch(self, request, *args, **kwargs):
         if request.tenant.is_public:
@@ -120,7 +124,8 @@ def dashboard(request):
     now = clock.now(tenant)
     trial_days_left = None
     if subscription and subscription.trial_end and subscription.status == "trialing":
-        trial_days_left = max(0, (subscription.trial_end - now).days)
+        # Rounded up: a 14-day trial started a moment ago has 14 days left, not 13.
+        trial_days_left = max(0, math.ceil((subscription.trial_end - now) / timedelta(days=1)))
     return render(request, "portal/dashboard.html", {
         "subscription": subscription,
         "trial_days_left": trial_days_left,

@@ -4,12 +4,12 @@ import hashlib
 import secrets
 
 from django.core.mail import send_mail
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from aerolith import clock
 from aerolith.errors import Conflict, Forbidden, NotFound, ValidationFailed
 
-from ..models import Membership, Role, User
+from ..models import Membership, Role, Tenant, User
 from ..permissions import Action, Principal
 from ..selectors import tenant_url
 from ..validation import email_problems
@@ -30,11 +30,16 @@ def _guard_owner_change(principal: Principal, membership: Membership, new_role: 
     if touches_owner and principal.role != Role.OWNER:
         raise Forbidden("Only an owner can make someone an owner or change an owner.",
                         code="owner_required")
-    leaves_owner_role = membership.role == Role.OWNER and new_role != Role.OWNER
+    # A pending owner invitation is not an owner yet: withdrawing it leaves the owners be.
+    leaves_owner_role = (membership.role == Role.OWNER and new_role != Role.OWNER
+                         and not membership.is_pending)
     if leaves_owner_role:
+        # count() silently drops FOR UPDATE, so lock the organisation instead: two owners
+        # stepping down at once take turns, and the second sees the first one gone.
+        Tenant.objects.select_for_update().filter(pk=membership.tenant_id).values_list("pk").get()
         owners = Membership.objects.filter(
             tenant=membership.tenant, role=Role.OWNER, accepted_at__isnull=False
-        ).select_for_update()
+        )
         if owners.count() <= 1:
             raise Conflict("An organisation needs an owner: make someone else owner first.",
                            code="last_owner")
@@ -55,23 +60,34 @@ def member_invite(*, principal: Principal, email: str, role: str) -> tuple[Membe
     with transaction.atomic():
         user = User.objects.filter(email__iexact=email).first()
         if user is None:
-            user = User.objects.create_user(email, None)  # unusable password until accepted
+            try:
+                with transaction.atomic():  # savepoint: the account may appear meanwhile
+                    user = User.objects.create_user(email, None)  # unusable until accepted
+            except IntegrityError:
+                user = User.objects.get(email__iexact=email)
+        already = Conflict(f"{email} is already a member (or invited). Change their role "
+                           "instead.", code="already_member")
         if Membership.objects.filter(tenant=principal.tenant, user=user).exists():
-            raise Conflict(f"{email} is already a member (or invited). Change their role instead.",
-                           code="already_member")
-        membership = Membership.objects.create(
-            user=user, tenant=principal.tenant, role=role, invited_by=principal.user,
-            invite_token_hash=_token_hash(token),
-        )
+            raise already
+        try:
+            with transaction.atomic():  # savepoint: two admins may invite them at once
+                membership = Membership.objects.create(
+                    user=user, tenant=principal.tenant, role=role, invited_by=principal.user,
+                    invite_token_hash=_token_hash(token),
+                )
+        except IntegrityError as exc:
+            raise already from exc
         audit_record(action="member.invited", tenant=principal.tenant, actor=principal,
                      target=membership, after={"email": email, "role": role})
         link = tenant_url(principal.tenant, f"/invitations/{token}")
+        # robust: a mail server failure is logged; it must not turn the committed
+        # invitation into a 500.
         transaction.on_commit(lambda: send_mail(
             f"You are invited to {principal.tenant.name} on Aerolith Cloud",
             f"{principal.label.split(':', 1)[-1]} invited you to join {principal.tenant.name} "
             f"as {role}.\n\nAccept the invitation: {link}\n",
             None, [email],
-        ))
+        ), robust=True)
     return membership, token
 
 

@@ -75,6 +75,10 @@ def tenant_signup(*, organization: str, slug: str, email: str, password: str,
                 user=user, tenant=tenant, role=Role.OWNER, accepted_at=clock.now(tenant)
             )
             subscription = subscription_start(tenant=tenant, plan=plan_obj)
+            if source == "pool":
+                from ..tasks import refill_schema_pool
+
+                transaction.on_commit(refill_schema_pool.delay)
             audit_record(action="tenant.signed_up", tenant=tenant, actor=user, target=tenant,
                          after={"slug": slug, "plan": plan_obj.code, "region": region,
                                 "status": tenant.status,

@@ -329,7 +329,8 @@ def test_api_advance_by_seconds_runs_due_work_and_returns_the_new_time(alice, cl
     _job(alice, "plus-1d", T0 + DAY)
     _job(alice, "plus-10d", T0 + 10 * DAY)
 
-    response = clock_client.post("/api/v1/test-clock/advance", {"seconds": 2 * 86400}, format="json")
+    response = clock_client.post("/api/v1/test-clock/advance", {"seconds": 2 * 86400},
+                                 format="json")
 
     assert response.status_code == 200, response.content
     body = response.json()
@@ -438,7 +439,8 @@ def test_api_advance_needs_the_test_clock_scope_or_an_admin_role(alice):
     assert _frozen(alice) is None
     add_member(alice, "admin@alice.test", "admin")
     admin = api_client("alice", jwt_for("alice", "admin@alice.test"))
-    assert admin.post("/api/v1/test-clock/advance", {"seconds": 60}, format="json").status_code == 200
+    response = admin.post("/api/v1/test-clock/advance", {"seconds": 60}, format="json")
+    assert response.status_code == 200
 
 
 @pytest.mark.django_db
