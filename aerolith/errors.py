@@ -17,6 +17,11 @@ class DomainError(Exception):
         self.field = field
         self.extra = extra or {}
 
+    def explain(self) -> str:
+        """One sentence for places without field-level display (admin messages, CLI)."""
+        details = [item["detail"] for item in self.field_errors()]
+        return " ".join(details) or self.detail
+
     def field_errors(self) -> list[dict]:
         if self.field is None:
             return []

@@ -69,9 +69,10 @@ class TenantAdmin(admin.ModelAdmin):
                                                    "last_used_at", "revoked_at"))
         if not keys:
             return "None"
+        # format_html escapes its arguments to text first, so dates are formatted here.
         rows = format_html_join(
-            "", "<tr><td>{}</td><td>{}…</td><td>{}</td><td>{:%Y-%m-%d}</td><td>{}</td><td>{}</td></tr>",
-            ((n, p, ", ".join(s), c, f"{u:%Y-%m-%d %H:%M}" if u else "never",
+            "", "<tr><td>{}</td><td>{}…</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((n, p, ", ".join(s), f"{c:%Y-%m-%d}", f"{u:%Y-%m-%d %H:%M}" if u else "never",
               "revoked" if r else "active") for n, p, s, c, u, r in keys),
         )
         return format_html("<table><tr><th>Name</th><th>Prefix</th><th>Scopes</th><th>Created</th>"
@@ -112,7 +113,7 @@ class TenantAdmin(admin.ModelAdmin):
             try:
                 result = operation(tenant)
             except DomainError as error:
-                self.message_user(request, f"{tenant.slug}: {error.detail}", messages.ERROR)
+                self.message_user(request, f"{tenant.slug}: {error.explain()}", messages.ERROR)
             else:
                 done.append(result if isinstance(result, str) else tenant.slug)
         if done:
@@ -177,6 +178,15 @@ class TestClockForm(forms.ModelForm):
         model = TestClock
         fields = ["tenant", "frozen_time"]
 
+    def clean_frozen_time(self):
+        value = self.cleaned_data["frozen_time"]
+        if self.instance.pk:
+            current = TestClock.objects.get(pk=self.instance.pk).frozen_time
+            if value < current:
+                raise forms.ValidationError(
+                    f"The clock is at {current:%Y-%m-%d %H:%M:%S} UTC; it only moves forward.")
+        return value
+
 
 @admin.register(TestClock)
 class TestClockAdmin(admin.ModelAdmin):
@@ -197,7 +207,7 @@ class TestClockAdmin(admin.ModelAdmin):
         try:
             _, ran = tenant_clock_advance(tenant=obj.tenant, actor=request.user, to=target)
         except DomainError as error:
-            self.message_user(request, error.detail, messages.ERROR)
+            self.message_user(request, error.explain(), messages.ERROR)
             return
         self.message_user(request, f"Advanced {obj.tenant.slug} to {target:%Y-%m-%d %H:%M}; "
                                    f"{len(ran)} due job(s) ran.", messages.SUCCESS)

@@ -27,9 +27,32 @@ BASE_SCHEMA = settings.TENANT_BASE_SCHEMA
 @lru_cache(maxsize=1)
 def migration_fingerprint() -> str:
     """A digest of the migrations on disk: equal fingerprints mean equal schemas."""
+    return hashlib.sha256("\n".join(disk_migrations()).encode()).hexdigest()
+
+
+def disk_migrations() -> list[str]:
     loader = MigrationLoader(None, ignore_no_migrations=True, load=True)
-    nodes = sorted(f"{app}.{name}" for app, name in loader.disk_migrations)
-    return hashlib.sha256("\n".join(nodes).encode()).hexdigest()
+    return sorted(f"{app}.{name}" for app, name in loader.disk_migrations)
+
+
+def schemas_behind(schema_names: list[str], chunk: int = 200) -> list[str]:
+    """The schemas among `schema_names` that lack a migration on disk. One query per
+    `chunk` schemas, so checking a thousand tenants takes about a second instead of the
+    minute migrate_schemas spends finding that there is nothing to do."""
+    wanted = disk_migrations()
+    behind = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(schema_names), chunk):
+            names = schema_names[start:start + chunk]
+            union = " UNION ALL ".join(
+                f"SELECT %s, count(*) FROM {_quoted(name)}.django_migrations "
+                "WHERE app || '.' || name = ANY(%s)"
+                for name in names
+            )
+            params = [value for name in names for value in (name, wanted)]
+            cursor.execute(union, params)
+            behind += [name for name, applied in cursor.fetchall() if applied < len(wanted)]
+    return behind
 
 
 def _quoted(name: str) -> str:

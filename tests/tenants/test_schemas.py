@@ -91,3 +91,19 @@ def test_pooled_schemas_from_older_migrations_are_dropped_and_never_used():
     assert not schema_exists(stale.schema_name)
     assert not PooledSchema.objects.exists()
     assert len(migration_fingerprint()) == 64
+
+
+@pytest.mark.django_db
+def test_migrate_all_migrates_only_the_schemas_that_lack_a_migration(alice, bob):
+    from io import StringIO
+
+    from tenants.services.schemas import schemas_behind
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {alice.schema_name}.django_migrations "
+                       "WHERE app = 'tenants' AND name = '0002_audit_append_only_and_public_tenant'")
+    assert schemas_behind([alice.schema_name, bob.schema_name]) == [alice.schema_name]
+    out = StringIO()
+    call_command("migrate_all", executor="standard", verbosity=0, stdout=out)
+    assert "1 of 3 tenant schemas needed migrations" in out.getvalue()
+    assert schemas_behind([alice.schema_name, bob.schema_name]) == []

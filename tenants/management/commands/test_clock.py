@@ -43,8 +43,7 @@ class Command(BaseCommand):
                 raise CommandError("--seconds/--days must be positive: clocks only move forward.")
             clock, ran = tenant_clock_advance(tenant=tenant, actor="cli", seconds=seconds, to=target)
         except DomainError as error:
-            details = [item["detail"] for item in error.field_errors()]
-            raise CommandError(" ".join(details) or error.detail) from error
+            raise CommandError(error.explain()) from error
         self.stdout.write(f"{slug}: test clock now {clock.frozen_time.isoformat()}; {len(ran)} job(s) ran")
         for job in ran:
             self.stdout.write(f"  {job.due_at.isoformat()}  {job.kind}  {job.key}")
