@@ -17,7 +17,6 @@ every tenant with nothing to migrate (parallel executor, then the standard one).
 import argparse
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time

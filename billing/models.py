@@ -2,6 +2,7 @@
 from django.db import models
 
 from aerolith import clock
+from tenants.models import TenantStatus
 
 
 class Plan(models.Model):
@@ -55,12 +56,7 @@ class Subscription(models.Model):
     """A tenant's subscription to a plan. The lifecycle (renewal, proration, dunning) is
     built by the billing issue on top of these fields."""
 
-    class Status(models.TextChoices):
-        TRIALING = "trialing", "Trialing"
-        ACTIVE = "active", "Active"
-        PAST_DUE = "past_due", "Past due"
-        SUSPENDED = "suspended", "Suspended"
-        CANCELLED = "cancelled", "Cancelled"
+    Status = TenantStatus  # the tenant's status follows its subscription's (SPEC §2)
 
     tenant = models.OneToOneField("tenants.Tenant", on_delete=models.PROTECT, related_name="subscription")
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")

@@ -8,8 +8,17 @@ from django_tenants.utils import tenant_context
 
 from aerolith.errors import DomainError
 
-from .models import (ApiKey, AuditEvent, Domain, Membership, PooledSchema, ScheduledJob, Tenant,
-                     TestClock, User)
+from .models import (
+    ApiKey,
+    AuditEvent,
+    Domain,
+    Membership,
+    PooledSchema,
+    ScheduledJob,
+    Tenant,
+    TestClock,
+    User,
+)
 from .selectors import tenant_url
 from .services.audit import audit_record
 from .services.clocks import tenant_clock_advance, tenant_clock_attach

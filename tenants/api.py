@@ -26,6 +26,28 @@ def _require_tenant_domain(request):
                        "e.g. https://<slug>.aerolith.localhost/api/v1/...")
 
 
+class TenantOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    slug = serializers.CharField()
+    region = serializers.CharField()
+    status = serializers.CharField()
+    domain = serializers.CharField()
+    plan = serializers.DictField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
+def tenant_payload(tenant) -> dict:
+    subscription = getattr(tenant, "subscription", None)
+    plan = subscription.plan if subscription else None
+    return {
+        "id": tenant.pk, "name": tenant.name, "slug": tenant.slug, "region": tenant.region,
+        "status": tenant.status, "domain": tenant.get_primary_domain().domain,
+        "plan": {"code": plan.code, "name": plan.name} if plan else None,
+        "created_at": tenant.created_at,
+    }
+
+
 # --- signup (public domain) -------------------------------------------------------------
 
 class SignupIn(serializers.Serializer):
@@ -43,7 +65,7 @@ class SignupIn(serializers.Serializer):
 
 
 class SignupOut(serializers.Serializer):
-    tenant = serializers.DictField()
+    tenant = TenantOut()
     domain = serializers.CharField()
     portal_url = serializers.CharField()
     api_base_url = serializers.CharField()
@@ -64,9 +86,7 @@ class SignupView(APIView):
         sub = result.tenant.subscription
         return Response(
             {
-                "tenant": {"id": result.tenant.pk, "name": result.tenant.name,
-                           "slug": result.tenant.slug, "region": result.tenant.region,
-                           "status": result.tenant.status},
+                "tenant": tenant_payload(result.tenant),
                 "domain": result.domain.domain,
                 "portal_url": tenant_url(result.tenant, "/"),
                 "api_base_url": tenant_url(result.tenant, "/api/v1/"),
@@ -141,29 +161,10 @@ class TokenRefreshView(_CredentialsInBody):
 
 # --- the tenant ---------------------------------------------------------------------------
 
-class TenantOut(serializers.Serializer):
-    id = serializers.IntegerField()
-    name = serializers.CharField()
-    slug = serializers.CharField()
-    region = serializers.CharField()
-    status = serializers.CharField()
-    domain = serializers.CharField()
-    plan = serializers.DictField(allow_null=True)
-    created_at = serializers.DateTimeField()
-
-
 class TenantView(APIView):
     @extend_schema(responses={200: TenantOut, **PROBLEM_RESPONSES}, summary="This organisation")
     def get(self, request):
-        tenant = request.tenant
-        subscription = getattr(tenant, "subscription", None)
-        plan = subscription.plan if subscription else None
-        return Response({
-            "id": tenant.pk, "name": tenant.name, "slug": tenant.slug, "region": tenant.region,
-            "status": tenant.status, "domain": tenant.get_primary_domain().domain,
-            "plan": {"code": plan.code, "name": plan.name} if plan else None,
-            "created_at": tenant.created_at,
-        })
+        return Response(tenant_payload(request.tenant))
 
 
 # --- members ------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ key. Members act by role; keys act by the scopes they were given, and a member c
 give a key scopes that their own role allows.
 """
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from rest_framework.permissions import BasePermission
 
@@ -14,7 +14,7 @@ from aerolith.errors import Forbidden
 from .models import ApiKey, Membership, Role, Tenant, User
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     VIEW = "view"  # dashboard, usage, databases, invoices
     MANAGE_DATABASES = "manage_databases"  # databases, clusters, scaling
     MANAGE_API_KEYS = "manage_api_keys"

@@ -13,9 +13,8 @@ from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Value
 from django.db.models.functions import Coalesce
-from django.db.models import Value
 from django_tenants.utils import tenant_context
 
 from aerolith import clock

@@ -12,7 +12,13 @@ from tenants.models import ApiKey, AuditEvent, Membership, TestClock, User
 from tenants.permissions import ALL_SCOPES
 from tenants.services.clocks import tenant_clock_attach
 from tests.conftest import (
-    PASSWORD, add_member, api_client, assert_problem, host_of, jwt_for, make_key,
+    PASSWORD,
+    add_member,
+    api_client,
+    assert_problem,
+    host_of,
+    jwt_for,
+    make_key,
 )
 
 

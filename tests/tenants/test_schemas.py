@@ -6,10 +6,16 @@ from django.db import connection
 from django_tenants.utils import schema_exists, tenant_context
 
 from tenants.models import ApiKey, PooledSchema, Tenant
-from tenants.services.schemas import (BASE_SCHEMA, migration_fingerprint, schema_clone,
-                                      schema_pool_refill, schema_pool_refresh, schema_provision)
-from tests.conftest import PASSWORD, make_key
+from tenants.services.schemas import (
+    BASE_SCHEMA,
+    migration_fingerprint,
+    schema_clone,
+    schema_pool_refill,
+    schema_pool_refresh,
+    schema_provision,
+)
 from tenants.services.signup import tenant_signup
+from tests.conftest import PASSWORD, make_key
 
 
 def _structure(schema: str) -> dict:

@@ -3,13 +3,19 @@ tenant schemas that lack a migration; then drop pooled schemas made from older m
 and refill the pool. Takes migrate_schemas' options (--executor defaults to
 multiprocessing here)."""
 from django_tenants.management.commands import SyncCommon
-from django_tenants.management.commands.migrate_schemas import (GET_EXECUTOR_FUNCTION,
-                                                                MigrateSchemasCommand)
+from django_tenants.management.commands.migrate_schemas import (
+    GET_EXECUTOR_FUNCTION,
+    MigrateSchemasCommand,
+)
 from django_tenants.utils import get_public_schema_name
 
 from tenants.models import Tenant
-from tenants.services.schemas import (base_schema_migrate, schema_pool_refill,
-                                      schema_pool_refresh, schemas_behind)
+from tenants.services.schemas import (
+    base_schema_migrate,
+    schema_pool_refill,
+    schema_pool_refresh,
+    schemas_behind,
+)
 
 
 class Command(MigrateSchemasCommand):
