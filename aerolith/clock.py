@@ -4,7 +4,7 @@ Outside production a tenant may have a test clock; then every piece of business 
 asks for the time on behalf of that tenant gets the clock's frozen time, so periodic work
 (trial ends, renewals, dunning) can be driven through months in seconds.
 """
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import connection
@@ -41,3 +41,6 @@ def _tenant_id(tenant) -> int | None:
     if tenant.schema_name == "public":
         return None
     return tenant.pk
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

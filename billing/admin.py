@@ -1,14 +1,21 @@
 from django.contrib import admin
 
-from .models import Plan, Subscription
+from .models import Plan, PlanMeter, Subscription
+
+
+class PlanMeterInline(admin.TabularInline):
+    model = PlanMeter
+    extra = 0
+    fields = ["meter", "included", "unit_price_cents"]
 
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    list_display = ["name", "code", "price_cents", "max_databases", "storage_gb", "api_calls",
-                    "compute_hours", "bandwidth_gb", "overage_allowed", "is_public", "for_tenant"]
+    list_display = ["name", "code", "price_cents", "max_databases", "support", "overage_allowed",
+                    "is_public", "for_tenant"]
     list_filter = ["is_public", "is_custom"]
     search_fields = ["code", "name"]
+    inlines = [PlanMeterInline]
 
 
 @admin.register(Subscription)

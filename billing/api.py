@@ -12,25 +12,34 @@ from .models import Plan, Subscription
 from .selectors import public_plans
 
 
+def _text(value):
+    return None if value is None else format(value.normalize(), "f")
+
+
 class PlanOut(serializers.ModelSerializer):
     price = serializers.SerializerMethodField()
     limits = serializers.SerializerMethodField()
+    overage_prices = serializers.SerializerMethodField()
 
     class Meta:
         model = Plan
-        fields = ["code", "name", "price", "price_cents", "limits", "support", "overage_allowed",
-                  "is_custom"]
+        fields = ["code", "name", "price", "price_cents", "limits", "overage_prices", "support",
+                  "overage_allowed", "is_custom"]
 
     def get_price(self, plan) -> dict:
         return money(plan.price_cents, plan.currency)
 
     def get_limits(self, plan) -> dict:
-        def text(value):
-            return None if value is None else format(value.normalize(), "f")
+        """databases, then the included quantity per meter (None: unlimited)."""
+        return {"databases": plan.max_databases,
+                **{pm.meter.code: _text(pm.included) for pm in plan.meters.all()}}
 
-        return {"databases": plan.max_databases, "storage_gb": text(plan.storage_gb),
-                "api_calls": plan.api_calls, "compute_hours": text(plan.compute_hours),
-                "bandwidth_gb": text(plan.bandwidth_gb)}
+    def get_overage_prices(self, plan) -> dict:
+        """Per meter: cents per `per` units above the allowance."""
+        return {pm.meter.code: {
+            "unit_price_cents": _text(pm.meter.unit_price_cents if pm.unit_price_cents is None
+                                      else pm.unit_price_cents),
+            "per": pm.meter.price_per, "unit": pm.meter.unit} for pm in plan.meters.all()}
 
 
 class PlanList(generics.ListAPIView):

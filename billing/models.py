@@ -6,24 +6,17 @@ from tenants.models import TenantStatus
 
 
 class Plan(models.Model):
-    """A plan from SPEC §3. Limits and allowances of None mean unlimited. Prices in cents."""
+    """A plan from SPEC §3. Prices in cents; allowances per meter are PlanMeter rows."""
 
     code = models.SlugField(max_length=40, unique=True)
     name = models.CharField(max_length=80)
     price_cents = models.PositiveBigIntegerField(default=0)
     currency = models.CharField(max_length=3, default="USD")
-    max_databases = models.PositiveIntegerField(null=True, blank=True)
-    storage_gb = models.DecimalField(max_digits=12, decimal_places=3, null=True, blank=True)
-    api_calls = models.PositiveBigIntegerField(null=True, blank=True)
-    compute_hours = models.DecimalField(max_digits=12, decimal_places=3, null=True, blank=True)
-    bandwidth_gb = models.DecimalField(max_digits=12, decimal_places=3, null=True, blank=True)
+    max_databases = models.PositiveIntegerField(null=True, blank=True,
+                                                help_text="Empty means unlimited.")
     support = models.CharField(max_length=40)
-    overage_allowed = models.BooleanField(default=True)
-    # Overage unit prices in cents (Decimal: $0.01 per 1,000 calls is 0.001 cents a call).
-    overage_api_calls_per_1000_cents = models.DecimalField(max_digits=12, decimal_places=4, default=1)
-    overage_storage_gb_month_cents = models.DecimalField(max_digits=12, decimal_places=4, default=25)
-    overage_compute_hour_cents = models.DecimalField(max_digits=12, decimal_places=4, default=10)
-    overage_bandwidth_gb_cents = models.DecimalField(max_digits=12, decimal_places=4, default=9)
+    overage_allowed = models.BooleanField(
+        default=True, help_text="Without overage, allowances are hard limits (Free).")
     is_public = models.BooleanField(default=True, help_text="Offered at signup and on pricing.")
     is_custom = models.BooleanField(default=False, help_text="Priced by contract.")
     for_tenant = models.ForeignKey(
@@ -34,15 +27,6 @@ class Plan(models.Model):
 
     class Meta:
         ordering = ["sort_order", "price_cents"]
-        constraints = [
-            models.CheckConstraint(
-                condition=models.Q(overage_api_calls_per_1000_cents__gte=0)
-                & models.Q(overage_storage_gb_month_cents__gte=0)
-                & models.Q(overage_compute_hour_cents__gte=0)
-                & models.Q(overage_bandwidth_gb_cents__gte=0),
-                name="plan_overage_prices_not_negative",
-            )
-        ]
 
     def __str__(self):
         return self.name
@@ -50,6 +34,32 @@ class Plan(models.Model):
     @property
     def is_free(self) -> bool:
         return self.price_cents == 0 and not self.is_custom
+
+
+class PlanMeter(models.Model):
+    """A plan's allowance for one meter and its overage price (SPEC §3). A meter a plan
+    does not list has no allowance and the meter's default price."""
+
+    plan = models.ForeignKey(Plan, on_delete=models.CASCADE, related_name="meters")
+    meter = models.ForeignKey("metering.Meter", on_delete=models.PROTECT, related_name="+")
+    included = models.DecimalField(max_digits=24, decimal_places=6, null=True, blank=True,
+                                   help_text="Empty means unlimited.")
+    unit_price_cents = models.DecimalField(
+        max_digits=14, decimal_places=6, null=True, blank=True,
+        help_text="Overage price in cents per `price_per` units; empty: the meter's default.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "meter"], name="planmeter_unique"),
+            models.CheckConstraint(condition=models.Q(included__gte=0) | models.Q(included__isnull=True),
+                                   name="planmeter_included_not_negative"),
+            models.CheckConstraint(
+                condition=models.Q(unit_price_cents__gte=0) | models.Q(unit_price_cents__isnull=True),
+                name="planmeter_price_not_negative"),
+        ]
+
+    def __str__(self):
+        return f"{self.plan} · {self.meter_id}"
 
 
 class Subscription(models.Model):

@@ -251,3 +251,21 @@ class PooledSchema(models.Model):
 
     def __str__(self):
         return self.schema_name
+
+
+class OutboxEvent(models.Model):
+    """An event for the tenant's webhooks (`usage.threshold`, `invoice.paid`...), written in
+    the same transaction as the change it reports; delivery comes with tenant webhooks."""
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="outbox_events")
+    type = models.CharField(max_length=60)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(default=clock.wall_now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["delivered_at", "created_at"], name="outbox_undelivered")]
+
+    def __str__(self):
+        return f"{self.type} for {self.tenant_id}"

@@ -3,6 +3,7 @@ from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from billing import api as billing_api
+from metering import api as metering_api
 from tenants import api as tenants_api
 
 router = SimpleRouter(trailing_slash=False)
@@ -17,6 +18,9 @@ tenant_api = [
     path("subscription", billing_api.SubscriptionView.as_view(), name="subscription"),
     path("test-clock", tenants_api.TestClockView.as_view(), name="test-clock"),
     path("test-clock/advance", tenants_api.TestClockAdvanceView.as_view(), name="test-clock-advance"),
+    path("usage/events", metering_api.UsageEventsView.as_view(), name="usage-events"),
+    path("usage", metering_api.UsageView.as_view(), name="usage"),
+    path("usage/timeseries", metering_api.UsageSeriesView.as_view(), name="usage-timeseries"),
     *router.urls,
 ]
 

@@ -56,6 +56,7 @@ MIDDLEWARE = [
     "aerolith.middleware.HealthCheckMiddleware",
     "aerolith.middleware.RequestIdMiddleware",
     "tenants.middleware.TenantMiddleware",
+    "metering.middleware.BandwidthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -141,6 +142,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "aerolith.api.errors.problem_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_THROTTLE_CLASSES": ["metering.throttles.ApiCallMeter"],
 }
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=15)),
@@ -185,7 +187,19 @@ CELERY_BEAT_SCHEDULE = {
         "task": "tenants.tasks.refill_schema_pool",
         "schedule": 60.0,
     },
+    "usage-buffer-flush": {"task": "metering.tasks.usage_buffer_flush", "schedule": 10.0},
+    "usage-storage-collect": {"task": "metering.tasks.usage_storage_collect", "schedule": 3600.0},
+    "usage-counters-check": {"task": "metering.tasks.usage_counters_check", "schedule": 600.0},
+    "usage-retention": {"task": "metering.tasks.usage_retention", "schedule": 3600.0},
 }
+
+# Metering (SPEC §5). Events may be this late or this early; ids are remembered this long.
+AEROLITH_USAGE_MAX_AGE_DAYS = env.int("AEROLITH_USAGE_MAX_AGE_DAYS", default=35)
+AEROLITH_USAGE_MAX_FUTURE_SECONDS = env.int("AEROLITH_USAGE_MAX_FUTURE_SECONDS", default=300)
+AEROLITH_USAGE_IDEMPOTENCY_DAYS = env.int("AEROLITH_USAGE_IDEMPOTENCY_DAYS", default=40)
+AEROLITH_USAGE_RAW_RETENTION_DAYS = env.int("AEROLITH_USAGE_RAW_RETENTION_DAYS", default=90)
+AEROLITH_USAGE_HOURLY_RETENTION_DAYS = env.int("AEROLITH_USAGE_HOURLY_RETENTION_DAYS", default=397)
+AEROLITH_USAGE_MAX_BODY_BYTES = env.int("AEROLITH_USAGE_MAX_BODY_BYTES", default=16 * 1024 * 1024)
 
 AEROLITH_TRIAL_DAYS = env.int("AEROLITH_TRIAL_DAYS", default=14)
 # Signup takes a ready schema from this pool (see tenants/services/schemas.py).

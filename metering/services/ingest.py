@@ -1,0 +1,305 @@
+"""Recording usage (SPEC §5): validate a batch event by event, keep each (tenant, id) once,
+store accepted events and their hourly and daily aggregates in one PostgreSQL
+transaction, then bring the Redis counters and threshold notices up to date.
+
+Durability comes first: the response is sent only after the commit, and Redis is touched
+only after it, so a Redis outage can never lose an acknowledged event (counters are rebuilt
+from PostgreSQL; see counters_rebuild). The hot loop works on plain ints (micro-units) and
+tuples; Decimal appears only at the edges.
+"""
+import hashlib
+import logging
+import os
+import random
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+
+import orjson
+from django.conf import settings
+from django.db import connection, transaction
+
+from aerolith import clock
+from billing.selectors import subscription_of
+
+from ..models import Meter
+from ..quantities import MICRO, QuantityError, micro_to_text, to_micro
+
+logger = logging.getLogger(__name__)
+MAX_BATCH = 10_000
+MAX_ID_LENGTH = 200
+MAX_PROPERTIES_BYTES = 4096
+# Each ingesting process writes its own aggregate rows (see UsageAggregate).
+SHARD = (os.getpid() ^ random.getrandbits(15)) % 32
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[dict] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Event:
+    index: int
+    key: uuid.UUID
+    event_id: str
+    meter: Meter
+    micro: int
+    ts: datetime
+    properties: dict
+
+
+def event_key(tenant_id: int, event_id: str) -> uuid.UUID:
+    return uuid.UUID(bytes=hashlib.blake2b(f"{tenant_id}\x00{event_id}".encode(),
+                                           digest_size=16).digest())
+
+
+def _reject(result: IngestResult, index: int, code: str, detail: str) -> None:
+    result.rejected.append({"index": index, "code": code, "detail": detail})
+
+
+def _parse_time(raw, default: datetime) -> datetime:
+    if raw is None:
+        return default
+    if not isinstance(raw, str):
+        raise ValueError
+    value = datetime.fromisoformat(raw)
+    if value.tzinfo is None:
+        raise ValueError
+    return value.astimezone(timezone.utc)
+
+
+def _validate(events: list, meters: dict[str, Meter], now: datetime, tenant_id: int,
+              result: IngestResult) -> list[_Event]:
+    oldest = now - timedelta(days=settings.AEROLITH_USAGE_MAX_AGE_DAYS)
+    newest = now + timedelta(seconds=settings.AEROLITH_USAGE_MAX_FUTURE_SECONDS)
+    valid: list[_Event] = []
+    seen: set[uuid.UUID] = set()
+    for index, raw in enumerate(events):
+        if type(raw) is not dict:
+            _reject(result, index, "invalid_event", "Each event must be a JSON object.")
+            continue
+        event_id = raw.get("id")
+        if not isinstance(event_id, str) or not event_id:
+            _reject(result, index, "missing_id", "Give every event a non-empty string `id`; "
+                    "it makes retries safe.")
+            continue
+        if len(event_id) > MAX_ID_LENGTH:
+            _reject(result, index, "id_too_long", f"`id` is at most {MAX_ID_LENGTH} characters.")
+            continue
+        meter = meters.get(raw.get("meter"))
+        if meter is None:
+            _reject(result, index, "unknown_meter", f"Unknown meter {raw.get('meter')!r}; "
+                    f"known meters: {sorted(meters)}.")
+            continue
+        try:
+            micro = to_micro(raw.get("quantity", 1))
+        except QuantityError as error:
+            _reject(result, index, error.code, error.detail)
+            continue
+        try:
+            ts = _parse_time(raw.get("timestamp"), now)
+        except (ValueError, TypeError):
+            _reject(result, index, "invalid_timestamp", "`timestamp` must be ISO-8601 with a "
+                    "zone, e.g. 2026-11-28T10:00:00Z.")
+            continue
+        if ts < oldest:
+            _reject(result, index, "timestamp_too_old", "Events older than "
+                    f"{settings.AEROLITH_USAGE_MAX_AGE_DAYS} days are not accepted.")
+            continue
+        if ts > newest:
+            _reject(result, index, "timestamp_in_future", "`timestamp` is more than "
+                    f"{settings.AEROLITH_USAGE_MAX_FUTURE_SECONDS} s in the future; check the "
+                    "sender's clock.")
+            continue
+        properties = raw.get("properties")
+        if properties is None:
+            properties = {}
+        elif type(properties) is not dict:
+            _reject(result, index, "invalid_properties", "`properties` must be an object.")
+            continue
+        elif properties and len(orjson.dumps(properties)) > MAX_PROPERTIES_BYTES:
+            _reject(result, index, "properties_too_large",
+                    f"`properties` must be at most {MAX_PROPERTIES_BYTES} bytes as JSON.")
+            continue
+        if meter.aggregation == "unique_count":
+            value = properties.get(meter.unique_property)
+            if value is None or isinstance(value, (dict, list)):
+                _reject(result, index, "missing_property", f"Meter {meter.code} counts distinct "
+                        f"`properties.{meter.unique_property}`; give it a string or number.")
+                continue
+        key = event_key(tenant_id, event_id)
+        if key in seen:
+            result.duplicates += 1
+            continue
+        seen.add(key)
+        valid.append(_Event(index, key, event_id, meter, micro, ts, properties))
+    return valid
+
+
+def _store(tenant_id: int, fresh: list[_Event], received: datetime) -> None:
+    """COPY the raw events and upsert the aggregates, inside the caller's transaction."""
+    with connection.cursor() as cursor:
+        with cursor.copy(
+            "COPY metering_usageevent (tenant_id, meter_id, event_id, quantity, \"timestamp\", "
+            "properties, received_at) FROM STDIN"
+        ) as copy:
+            for e in fresh:
+                copy.write_row((tenant_id, e.meter.pk, e.event_id, micro_to_text(e.micro), e.ts,
+                                orjson.dumps(e.properties).decode(), received))
+        _upsert_aggregates(cursor, tenant_id, fresh)
+        gauges = [(tenant_id, e.meter.pk, e.ts, micro_to_text(e.micro))
+                  for e in fresh if e.meter.aggregation == "weighted_sum"]
+        if gauges:
+            cursor.executemany("INSERT INTO metering_gaugereading (tenant_id, meter_id, "
+                               "\"timestamp\", quantity) VALUES (%s, %s, %s, %s)", gauges)
+        uniques = {(e.meter.pk, e.ts.date(), str(e.properties[e.meter.unique_property])): e.ts
+                   for e in fresh if e.meter.aggregation == "unique_count"}
+        if uniques:
+            cursor.executemany(
+                "INSERT INTO metering_uniquevalue (tenant_id, meter_id, day, value, first_seen) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [(tenant_id, m, d, v, ts) for (m, d, v), ts in uniques.items()])
+
+
+def _upsert_aggregates(cursor, tenant_id: int, fresh: list[_Event]) -> None:
+    buckets: dict[tuple, list] = {}
+    for e in fresh:
+        hour = e.ts.replace(minute=0, second=0, microsecond=0)
+        day = hour.replace(hour=0)
+        for granularity, bucket in (("hour", hour), ("day", day)):
+            slot = buckets.get((e.meter.pk, granularity, bucket))
+            if slot is None:
+                buckets[(e.meter.pk, granularity, bucket)] = [1, e.micro, e.micro, e.ts, e.micro]
+            else:
+                slot[0] += 1
+                slot[1] += e.micro
+                if e.micro > slot[2]:
+                    slot[2] = e.micro
+                if (e.ts, e.micro) > (slot[3], slot[4]):  # ties: the larger value wins
+                    slot[3], slot[4] = e.ts, e.micro
+    columns = list(zip(*[(meter_id, granularity, bucket, count, micro_to_text(total),
+                          micro_to_text(maximum), latest_at, micro_to_text(latest))
+                         for (meter_id, granularity, bucket), (count, total, maximum, latest_at, latest)
+                         in buckets.items()], strict=True))
+    cursor.execute(
+        """
+        INSERT INTO metering_usageaggregate AS a (tenant_id, meter_id, granularity, bucket, shard,
+            event_count, total, maximum, latest_at, latest_value)
+        SELECT %s, m, g, b, %s, c, t, x, la, lv
+        FROM unnest(%s::int[], %s::text[], %s::timestamptz[], %s::bigint[], %s::numeric[],
+                    %s::numeric[], %s::timestamptz[], %s::numeric[]) AS u(m, g, b, c, t, x, la, lv)
+        ON CONFLICT (tenant_id, meter_id, granularity, bucket, shard) DO UPDATE SET
+            event_count = a.event_count + excluded.event_count,
+            total = a.total + excluded.total,
+            maximum = GREATEST(a.maximum, excluded.maximum),
+            latest_value = CASE WHEN (excluded.latest_at, excluded.latest_value)
+                                     > (a.latest_at, a.latest_value)
+                                THEN excluded.latest_value ELSE a.latest_value END,
+            latest_at = GREATEST(a.latest_at, excluded.latest_at)
+        """,
+        [tenant_id, SHARD, *[list(column) for column in columns]],
+    )
+
+
+def _counter_changes(fresh: list[_Event], start: datetime, end: datetime) -> dict:
+    changes: dict[str, tuple] = {}
+    for e in fresh:
+        if not start <= e.ts < end:
+            continue  # a late event of an earlier period: billing reads it from PostgreSQL
+        aggregation = e.meter.aggregation
+        code = e.meter.code
+        if aggregation in ("count", "sum"):
+            changes[code] = (aggregation, changes.get(code, (aggregation, 0))[1] + e.micro)
+        elif aggregation == "max":
+            changes[code] = (aggregation, max(changes.get(code, (aggregation, 0))[1], e.micro))
+        elif aggregation in ("latest", "weighted_sum"):
+            ts_us = (e.ts - clock.EPOCH) // timedelta(microseconds=1)
+            if code not in changes or ts_us >= changes[code][1][1]:
+                changes[code] = (aggregation, (e.micro, ts_us))
+        elif aggregation == "unique_count":
+            changes.setdefault(code, (aggregation, set()))[1].add(
+                str(e.properties[e.meter.unique_property]))
+    return changes
+
+
+def _within_hard_limits(tenant, subscription, valid: list[_Event], result: IngestResult):
+    """On plans without overage, refuse the events of meters whose allowance is used up.
+    Raises QuotaExceeded when that leaves nothing of the batch."""
+    from .counters import counters_read
+    from .quotas import allowances_micro, quota_error
+
+    allowances = allowances_micro(subscription.plan)
+    try:
+        used = counters_read(tenant.pk, subscription.current_period_start)
+    except Exception:  # noqa: BLE001 - without counters, accept: PostgreSQL keeps the truth
+        logger.warning("Hard limits not checked for tenant %s", tenant.pk, exc_info=True)
+        return valid
+    full = {}
+    for e in valid:
+        included = allowances.get(e.meter.pk)
+        if included is not None and e.meter.code not in full and used.get(e.meter.code, 0) >= included:
+            full[e.meter.code] = quota_error(e.meter, included, used.get(e.meter.code, 0),
+                                             subscription.current_period_end)
+    if not full:
+        return valid
+    kept = [e for e in valid if e.meter.code not in full]
+    if not kept and not result.rejected:
+        raise next(iter(full.values()))
+    for e in valid:
+        if e.meter.code in full:
+            _reject(result, e.index, "quota_exceeded", full[e.meter.code].detail)
+    result.rejected.sort(key=lambda r: r["index"])
+    return kept
+
+
+def usage_ingest(*, tenant, events: list, counters_done: bool = False,
+                 enforce_limits: bool = True) -> IngestResult:
+    """Record a batch of usage events for `tenant`. Valid events are stored exactly once
+    per (tenant, id); invalid ones are reported with their index. Raises QuotaExceeded
+    when a plan without overage has no room for any of them. Collectors pass
+    `enforce_limits=False` (what happened is recorded) and, when they already counted in
+    Redis on the request path, `counters_done=True`."""
+    from .counters import counters_apply
+    from .quotas import after_ingest, meters_by_code
+
+    result = IngestResult()
+    now = clock.now(tenant)
+    subscription = subscription_of(tenant)
+    valid = _validate(events, meters_by_code(), now, tenant.pk, result)
+    if valid and enforce_limits and subscription is not None and not subscription.plan.overage_allowed:
+        valid = _within_hard_limits(tenant, subscription, valid, result)
+    if not valid:
+        return result
+    received = clock.wall_now()
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO metering_eventkey (key, received_at) "
+                "SELECT unnest(%s::uuid[]), %s ON CONFLICT DO NOTHING RETURNING key",
+                [[e.key for e in valid], received],
+            )
+            inserted = {row[0] for row in cursor.fetchall()}
+        fresh = [e for e in valid if e.key in inserted] if len(inserted) < len(valid) else valid
+        result.duplicates += len(valid) - len(fresh)
+        result.accepted = len(fresh)
+        if fresh:
+            _store(tenant.pk, fresh, received)
+    if fresh and subscription is not None and not counters_done:
+        changes = _counter_changes(fresh, subscription.current_period_start,
+                                   subscription.current_period_end)
+        if changes:
+            try:
+                totals = counters_apply(tenant.pk, subscription.current_period_start, changes)
+            except Exception:  # noqa: BLE001 - PostgreSQL has it; counters get rebuilt
+                logger.warning("Usage counters not updated for tenant %s", tenant.pk, exc_info=True)
+            else:
+                added = {code: value for code, (agg, value) in changes.items()
+                         if agg in ("count", "sum")}
+                after_ingest(tenant, subscription, totals, added)
+    return result
+
+
+__all__ = ["usage_ingest", "IngestResult", "MAX_BATCH", "MICRO", "event_key"]

@@ -1,0 +1,58 @@
+"""Notices at 80% and 100% of an allowance: email to the billing contacts, an audit
+entry and a `usage.threshold` event for the tenant's webhooks, once per period."""
+from datetime import datetime
+from decimal import Decimal
+
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+
+from tenants.models import Membership, Role, Tenant
+from tenants.selectors import tenant_url
+from tenants.services.audit import audit_record
+from tenants.services.events import event_emit
+
+from ..models import Meter, ThresholdNotice
+from ..quantities import micro_to_decimal
+
+BILLING_CONTACT_ROLES = (Role.OWNER, Role.ADMIN, Role.BILLING)
+
+
+def billing_contacts(tenant: Tenant) -> list[str]:
+    return list(Membership.objects.filter(tenant=tenant, role__in=BILLING_CONTACT_ROLES,
+                                          accepted_at__isnull=False)
+                .values_list("user__email", flat=True))
+
+
+def threshold_notice(*, tenant: Tenant, meter: Meter, period_start: datetime, percent: int,
+                     used_micro: int, included_micro: int) -> ThresholdNotice | None:
+    """Record and send the notice; None if it was already sent this period."""
+    used, included = micro_to_decimal(used_micro), micro_to_decimal(included_micro)
+    try:
+        with transaction.atomic():
+            notice = ThresholdNotice.objects.create(
+                tenant=tenant, meter=meter, period_start=period_start, percent=percent,
+                used=used, included=included)
+            payload = {"meter": meter.code, "percent": percent, "used": _text(used),
+                       "included": _text(included), "period_start": period_start.isoformat()}
+            audit_record(action="usage.threshold", tenant=tenant, actor="system", target=notice,
+                         after=payload)
+            event_emit(tenant=tenant, type="usage.threshold", payload=payload)
+            recipients = billing_contacts(tenant)
+            what = "reached" if percent >= 100 else f"reached {percent}% of"
+            overage = ("Usage above it is billed at your plan's overage price."
+                       if tenant.subscription.plan.overage_allowed else
+                       "Your plan has hard limits: requests over it are refused until the "
+                       "period resets. Upgrade to keep going.")
+            transaction.on_commit(lambda: send_mail(
+                f"{tenant.name}: {meter.name} usage {what} your allowance",
+                f"{meter.name}: {_text(used)} of {_text(included)} {meter.unit} included in "
+                f"your plan this period ({percent}%).\n{overage}\n\nUsage: "
+                f"{tenant_url(tenant, '/usage')}\n",
+                None, recipients), robust=True)
+    except IntegrityError:
+        return None
+    return notice
+
+
+def _text(value: Decimal) -> str:
+    return format(value.normalize(), "f")
