@@ -2,6 +2,7 @@
 from django.urls import include, path
 
 from aerolith.api.urls import tenant_api
+from metering import portal as metering_portal
 from tenants.portal import urls as portal_urls
 
 handler404 = "aerolith.api.views.not_found"
@@ -10,5 +11,5 @@ handler500 = "aerolith.api.views.server_error"
 urlpatterns = [
     path("api/v1/", include(tenant_api)),
     path("", include("aerolith.api.docs")),
-    path("", include((portal_urls.tenant_patterns, "portal"))),
+    path("", include((portal_urls.tenant_patterns + metering_portal.urlpatterns, "portal"))),
 ]

@@ -8,6 +8,7 @@ from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 
 from aerolith import clock
+from tenants.models import Tenant
 
 
 class Aggregation(models.TextChoices):
@@ -148,3 +149,12 @@ class ThresholdNotice(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["tenant", "meter", "period_start", "percent"],
                                                name="threshold_once_per_period")]
+
+
+class TenantUsage(Tenant):
+    """Tenants seen from metering, for the staff console's usage pages."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "tenant usage"
+        verbose_name_plural = "tenant usage"

@@ -16,6 +16,17 @@ OWNER_PASSWORD = "acme-demo-password"
 class Command(BaseCommand):
     help = __doc__
 
+    def _usage(self, tenant):
+        """A little usage so the usage page has something to show (ids make it run once)."""
+        from metering.services.ingest import usage_ingest
+
+        usage_ingest(tenant=tenant, enforce_limits=False, events=[
+            {"id": "demo-api-calls", "meter": "api_calls", "quantity": 12_345},
+            {"id": "demo-compute", "meter": "compute_hours", "quantity": 12.5},
+            {"id": "demo-bandwidth", "meter": "bandwidth_gb", "quantity": 1.75},
+            {"id": "demo-storage", "meter": "storage_gb", "quantity": 3.2},
+        ])
+
     def handle(self, *args, **options):
         with transaction.atomic():
             if not User.objects.filter(email=STAFF_EMAIL).exists():
@@ -25,6 +36,7 @@ class Command(BaseCommand):
                           password=OWNER_PASSWORD, plan="professional", region="eu-central",
                           full_name="Ada Owner")
         acme = Tenant.objects.get(slug="acme")
+        self._usage(acme)
         public = Tenant.objects.get(schema_name="public")
         self.stdout.write(
             "\n".join([
