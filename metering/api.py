@@ -1,5 +1,6 @@
 """Usage API (SPEC §5, §10): batch ingestion, the current period, and series."""
-from datetime import timedelta
+import json
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from django.conf import settings
@@ -29,6 +30,26 @@ def _text(value) -> str:
     return format(value.normalize(), "f") if value is not None else None
 
 
+def _no_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _loads(body: bytes):
+    """Parse with orjson; what it refuses only for being beyond a double (a quantity of
+    1e400) is read again by the standard library, so that one event is rejected as not
+    finite instead of the whole batch."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        error = exc
+    try:
+        data = json.loads(body, parse_constant=_no_constant)
+        orjson.dumps(data)  # what orjson refuses to write (lone surrogates) stays refused
+    except (ValueError, TypeError, RecursionError):
+        raise exceptions.ParseError(f"The body is not valid JSON: {error}.") from error
+    return data
+
+
 def _read_batch(request) -> list:
     if request.content_type.split(";")[0].strip() != "application/json":
         raise exceptions.UnsupportedMediaType(request.content_type or "none")
@@ -43,10 +64,7 @@ def _read_batch(request) -> list:
     body = request._request.read(limit + 1)
     if len(body) > limit:
         raise PayloadTooLarge(f"Send at most {limit} bytes ({MAX_BATCH} events) per request.")
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise exceptions.ParseError(f"The body is not valid JSON: {exc}.") from exc
+    data = _loads(body)
     if isinstance(data, dict) and isinstance(data.get("events"), list):
         data = data["events"]
     if not isinstance(data, list):
@@ -130,6 +148,14 @@ class UsageView(APIView):
         })
 
 
+def _before(end: datetime) -> datetime:
+    """The default start: 30 days before `end`, or the first moment Python knows."""
+    try:
+        return end - timedelta(days=30)
+    except OverflowError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
 class SeriesQuery(serializers.Serializer):
     meter = serializers.SlugField()
     granularity = serializers.ChoiceField(choices=["hour", "day"], default="day")
@@ -139,8 +165,11 @@ class SeriesQuery(serializers.Serializer):
 
 def _when(raw: str | None, field: str, default):
     if raw is None:
-        return default
-    value = parse_datetime(raw)
+        return default()
+    try:
+        value = parse_datetime(raw)
+    except ValueError:  # well formed but impossible, e.g. February 30
+        value = None
     if value is None or value.tzinfo is None:
         raise exceptions.ValidationError({field: [f"Give {field} as ISO-8601 with a zone, "
                                                   "e.g. 2026-11-01T00:00:00Z."]})
@@ -169,8 +198,8 @@ class UsageSeriesView(APIView):
                 f"Unknown meter; known: {list(Meter.objects.values_list('code', flat=True))}."]})
         granularity = query.validated_data["granularity"]
         now = clock.now(request.tenant)
-        end = _when(query.validated_data.get("end"), "end", now)
-        start = _when(query.validated_data.get("start"), "start", end - timedelta(days=30))
+        end = _when(query.validated_data.get("end"), "end", lambda: now)
+        start = _when(query.validated_data.get("start"), "start", lambda: _before(end))
         if start >= end:
             raise exceptions.ValidationError({"start": ["start must be before end."]})
         if end - start > SERIES_LIMITS[granularity]:

@@ -11,7 +11,7 @@ from tenants.models import Tenant
 
 from .models import EventKey, Meter, UsageAggregate
 from .services import collectors, partitions
-from .services.notices import threshold_notice
+from .services.notices import threshold_notice, thresholds_sweep
 from .services.rebuild import counters_drift, counters_rebuild, tenants_with_recent_usage
 
 
@@ -44,7 +44,8 @@ def usage_storage_collect() -> int:
 
 @shared_task
 def usage_counters_check() -> dict:
-    """Rebuild the counters of recently active tenants whose Redis copy drifted."""
+    """Rebuild the counters of recently active tenants whose Redis copy drifted, then send
+    any allowance notice that was missed."""
     since = clock.wall_now() - timedelta(hours=2)
     repaired = {}
     for tenant in Tenant.objects.filter(pk__in=tenants_with_recent_usage(since)):
@@ -53,6 +54,7 @@ def usage_counters_check() -> dict:
             if drift:
                 counters_rebuild(tenant)
                 repaired[tenant.slug] = sorted(drift)
+            thresholds_sweep(tenant)
         connection.set_schema_to_public()
     return repaired
 

@@ -11,7 +11,13 @@ from tenants.permissions import Principal
 from .quantities import MICRO
 from .services.collectors import API_CALLS, BUFFER_KEY
 from .services.counters import KEY_TTL_SECONDS, client, counter_key
-from .services.quotas import allowances_micro, meters_by_code, quota_error
+from .services.quotas import (
+    after_ingest,
+    allowances_micro,
+    crossed_thresholds,
+    meters_by_code,
+    quota_error,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,4 +56,12 @@ class ApiCallMeter(BaseThrottle):
             return True
         if not allowed:
             raise quota_error(meter, included, int(used), subscription.current_period_end)
+        if included and crossed_thresholds(int(used) - MICRO, int(used), included):
+            # The buffer flush records these calls with counters_done (no threshold
+            # check), so the 80% and 100% notices are queued here, where the count moves.
+            try:
+                after_ingest(tenant, subscription, {API_CALLS: int(used)}, {API_CALLS: MICRO})
+            except Exception:  # noqa: BLE001 - a notice must never fail the request
+                logger.warning("Threshold notice not queued for tenant %s", tenant.pk,
+                               exc_info=True)
         return True

@@ -24,7 +24,9 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 """
 _LATEST = """
 local ts = tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. '@ts') or '-1')
-if tonumber(ARGV[3]) >= ts then
+local value = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '-1')
+-- newest timestamp wins; on a tie the larger value, as in PostgreSQL's aggregates
+if tonumber(ARGV[3]) > ts or (tonumber(ARGV[3]) == ts and tonumber(ARGV[2]) > value) then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[1] .. '@ts', ARGV[3])
 end
 redis.call('EXPIRE', KEYS[1], ARGV[4])

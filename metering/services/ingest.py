@@ -14,6 +14,7 @@ import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import orjson
 from django.conf import settings
@@ -71,6 +72,42 @@ def _parse_time(raw, default: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
+def _unique_text(value) -> str:
+    """A unique_count property as PostgreSQL prints `properties ->> name`, so the values
+    kept per day, the ones read back from raw events and the real-time ones agree
+    (true, not True; 100000000000000000000, not 1e+20)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    number = Decimal(orjson.dumps(value).decode())
+    return format(number.copy_abs() if number.is_zero() else number, "f")
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _properties_problem(properties: dict) -> tuple[str, str] | None:
+    """(code, detail) if `properties` cannot be stored as jsonb, else None."""
+    try:
+        dumped = orjson.dumps(properties)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes, or similar
+        return "invalid_properties", "`properties` is nested too deeply to store."
+    if len(dumped) > MAX_PROPERTIES_BYTES:
+        return ("properties_too_large",
+                f"`properties` must be at most {MAX_PROPERTIES_BYTES} bytes as JSON.")
+    if b"\\u0000" in dumped and _has_nul(properties):  # jsonb cannot hold U+0000
+        return "invalid_properties", "`properties` must not contain the NUL character."
+    return None
+
+
 def _validate(events: list, meters: dict[str, Meter], now: datetime, tenant_id: int,
               result: IngestResult) -> list[_Event]:
     oldest = now - timedelta(days=settings.AEROLITH_USAGE_MAX_AGE_DAYS)
@@ -89,7 +126,11 @@ def _validate(events: list, meters: dict[str, Meter], now: datetime, tenant_id: 
         if len(event_id) > MAX_ID_LENGTH:
             _reject(result, index, "id_too_long", f"`id` is at most {MAX_ID_LENGTH} characters.")
             continue
-        meter = meters.get(raw.get("meter"))
+        if "\x00" in event_id:  # PostgreSQL text cannot hold it
+            _reject(result, index, "invalid_id", "`id` must not contain the NUL character.")
+            continue
+        code = raw.get("meter")
+        meter = meters.get(code) if type(code) is str else None
         if meter is None:
             _reject(result, index, "unknown_meter", f"Unknown meter {raw.get('meter')!r}; "
                     f"known meters: {sorted(meters)}.")
@@ -101,7 +142,7 @@ def _validate(events: list, meters: dict[str, Meter], now: datetime, tenant_id: 
             continue
         try:
             ts = _parse_time(raw.get("timestamp"), now)
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, OverflowError):  # Overflow: year 1 or 9999 in UTC
             _reject(result, index, "invalid_timestamp", "`timestamp` must be ISO-8601 with a "
                     "zone, e.g. 2026-11-28T10:00:00Z.")
             continue
@@ -120,10 +161,11 @@ def _validate(events: list, meters: dict[str, Meter], now: datetime, tenant_id: 
         elif type(properties) is not dict:
             _reject(result, index, "invalid_properties", "`properties` must be an object.")
             continue
-        elif properties and len(orjson.dumps(properties)) > MAX_PROPERTIES_BYTES:
-            _reject(result, index, "properties_too_large",
-                    f"`properties` must be at most {MAX_PROPERTIES_BYTES} bytes as JSON.")
-            continue
+        elif properties:
+            problem = _properties_problem(properties)
+            if problem is not None:
+                _reject(result, index, *problem)
+                continue
         if meter.aggregation == "unique_count":
             value = properties.get(meter.unique_property)
             if value is None or isinstance(value, (dict, list)):
@@ -155,13 +197,14 @@ def _store(tenant_id: int, fresh: list[_Event], received: datetime) -> None:
         if gauges:
             cursor.executemany("INSERT INTO metering_gaugereading (tenant_id, meter_id, "
                                "\"timestamp\", quantity) VALUES (%s, %s, %s, %s)", gauges)
-        uniques = {(e.meter.pk, e.ts.date(), str(e.properties[e.meter.unique_property])): e.ts
-                   for e in fresh if e.meter.aggregation == "unique_count"}
+        uniques = {
+            (e.meter.pk, e.ts.date(), _unique_text(e.properties[e.meter.unique_property])): e.ts
+            for e in fresh if e.meter.aggregation == "unique_count"}
         if uniques:
             cursor.executemany(
                 "INSERT INTO metering_uniquevalue (tenant_id, meter_id, day, value, first_seen) "
                 "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                [(tenant_id, m, d, v, ts) for (m, d, v), ts in uniques.items()])
+                [(tenant_id, m, d, v, ts) for (m, d, v), ts in sorted(uniques.items())])
 
 
 def _upsert_aggregates(cursor, tenant_id: int, fresh: list[_Event]) -> None:
@@ -183,7 +226,7 @@ def _upsert_aggregates(cursor, tenant_id: int, fresh: list[_Event]) -> None:
     columns = list(zip(*[(meter_id, granularity, bucket, count, micro_to_text(total),
                           micro_to_text(maximum), latest_at, micro_to_text(latest))
                          for (meter_id, granularity, bucket), (count, total, maximum, latest_at, latest)
-                         in buckets.items()], strict=True))
+                         in sorted(buckets.items())], strict=True))  # sorted: no deadlocks
     cursor.execute(
         """
         INSERT INTO metering_usageaggregate AS a (tenant_id, meter_id, granularity, bucket, shard,
@@ -221,7 +264,7 @@ def _counter_changes(fresh: list[_Event], start: datetime, end: datetime) -> dic
                 changes[code] = (aggregation, (e.micro, ts_us))
         elif aggregation == "unique_count":
             changes.setdefault(code, (aggregation, set()))[1].add(
-                str(e.properties[e.meter.unique_property]))
+                _unique_text(e.properties[e.meter.unique_property]))
     return changes
 
 
@@ -279,7 +322,8 @@ def usage_ingest(*, tenant, events: list, counters_done: bool = False,
             cursor.execute(
                 "INSERT INTO metering_eventkey (key, received_at) "
                 "SELECT unnest(%s::uuid[]), %s ON CONFLICT DO NOTHING RETURNING key",
-                [[e.key for e in valid], received],
+                # Sorted: batches that overlap in another order must not deadlock.
+                [sorted(e.key for e in valid), received],
             )
             inserted = {row[0] for row in cursor.fetchall()}
         fresh = [e for e in valid if e.key in inserted] if len(inserted) < len(valid) else valid

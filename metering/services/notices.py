@@ -56,3 +56,32 @@ def threshold_notice(*, tenant: Tenant, meter: Meter, period_start: datetime, pe
 
 def _text(value: Decimal) -> str:
     return format(value.normalize(), "f")
+
+
+def thresholds_sweep(tenant: Tenant) -> list[ThresholdNotice]:
+    """Send any notice a tenant's current usage calls for and did not get (its queueing
+    failed, say). Safe to repeat: a notice goes out once per period."""
+    from billing.selectors import subscription_of
+
+    from .counters import counters_read
+    from .quotas import allowances_micro, meters_by_code, reached_thresholds
+
+    subscription = subscription_of(tenant)
+    if subscription is None:
+        return []
+    start = subscription.current_period_start
+    used = counters_read(tenant.pk, start)
+    allowances = allowances_micro(subscription.plan)
+    sent_before = set(ThresholdNotice.objects.filter(tenant=tenant, period_start=start)
+                      .values_list("meter_id", "percent"))
+    sent = []
+    for code, meter in meters_by_code().items():
+        included = allowances.get(meter.pk)
+        for percent in reached_thresholds(used.get(code, 0), included or 0):
+            if (meter.pk, percent) not in sent_before:
+                notice = threshold_notice(tenant=tenant, meter=meter, period_start=start,
+                                          percent=percent, used_micro=used.get(code, 0),
+                                          included_micro=included)
+                if notice is not None:
+                    sent.append(notice)
+    return sent

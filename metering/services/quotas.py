@@ -1,6 +1,7 @@
 """Allowances in force: hard limits on plans without overage (HTTP 429 with the limit,
 what was used and when it resets) and notices at 80% and 100% of each allowance, once per
 period."""
+import logging
 import time
 from datetime import datetime
 
@@ -10,6 +11,7 @@ from billing.selectors import plan_allowances
 from ..models import Meter
 from ..quantities import decimal_to_micro, micro_to_decimal
 
+logger = logging.getLogger(__name__)
 THRESHOLDS = (80, 100)
 _CACHE_SECONDS = 30.0
 _cache: dict = {}
@@ -77,6 +79,14 @@ def after_ingest(tenant, subscription, totals: dict[str, int], added: dict[str, 
         if not included:
             continue
         for percent in crossed_thresholds(after - added.get(code, 0), after, included):
-            usage_threshold_notify.delay(tenant.pk, meter.pk,
-                                         subscription.current_period_start.isoformat(),
-                                         percent, after, included)
+            try:
+                usage_threshold_notify.delay(tenant.pk, meter.pk,
+                                             subscription.current_period_start.isoformat(),
+                                             percent, after, included)
+            except Exception:  # noqa: BLE001 - the events are stored; the sweep sends it later
+                logger.warning("Threshold notice for tenant %s not queued", tenant.pk,
+                               exc_info=True)
+
+
+def reached_thresholds(used_micro: int, included_micro: int) -> list[int]:
+    return [p for p in THRESHOLDS if included_micro and p * included_micro <= used_micro * 100]

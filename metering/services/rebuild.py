@@ -8,16 +8,30 @@ from aerolith import clock
 from billing.selectors import subscription_of
 
 from ..models import Meter, UsageAggregate
-from ..quantities import decimal_to_micro
+from ..quantities import MICRO, decimal_to_micro
 from ..selectors import additive_summary, gauge_integral
-from .counters import counters_read, counters_replace
+from .collectors import API_CALLS, BUFFER_KEY, FLUSHING_PREFIX
+from .counters import client, counters_read, counters_replace
 
 _EPOCH_US = timedelta(microseconds=1)
 
 
-def _truth(tenant, subscription, now) -> tuple[dict, dict, dict]:
+def _buffered_api_calls(tenant_id: int) -> int:
+    """Micro-units of API calls counted in real time but not yet flushed into PostgreSQL
+    (in the collector buffer or a batch being flushed): part of the truth, or every
+    rebuild would forget them for good (the flush records them with counters_done)."""
+    r = client()
+    keys = [BUFFER_KEY, *r.scan_iter(f"{FLUSHING_PREFIX}*")]
+    pipe = r.pipeline(transaction=False)
+    for key in keys:
+        pipe.hget(key, f"{tenant_id}:{API_CALLS}")
+    return sum(int(value or 0) for value in pipe.execute()) * MICRO
+
+
+def _truth(tenant, subscription) -> tuple[dict, dict, dict]:
     start, end = subscription.current_period_start, subscription.current_period_end
-    until = min(now + timedelta(seconds=1), end)
+    # Up to the period's end, as ingestion counts: events may be stamped a little ahead.
+    until = end
     values, latest_ts, uniques = {}, {}, {}
     for meter in Meter.objects.filter(is_active=True):
         if meter.aggregation == "unique_count":
@@ -45,6 +59,9 @@ def _truth(tenant, subscription, now) -> tuple[dict, dict, dict]:
         else:
             values[meter.code] = decimal_to_micro(found["latest"])
             latest_ts[meter.code] = (found["latest_at"] - clock.EPOCH) // _EPOCH_US
+    pending = _buffered_api_calls(tenant.pk)
+    if pending:
+        values[API_CALLS] = values.get(API_CALLS, 0) + pending
     return values, latest_ts, uniques
 
 
@@ -55,7 +72,7 @@ def counters_rebuild(tenant) -> dict[str, int]:
     subscription = subscription_of(tenant)
     if subscription is None:
         return {}
-    values, latest_ts, uniques = _truth(tenant, subscription, clock.now(tenant))
+    values, latest_ts, uniques = _truth(tenant, subscription)
     counters_replace(tenant.pk, subscription.current_period_start, values, latest_ts, uniques)
     return values
 
@@ -65,7 +82,7 @@ def counters_drift(tenant) -> dict[str, tuple[int, int]]:
     subscription = subscription_of(tenant)
     if subscription is None:
         return {}
-    values, _latest, uniques = _truth(tenant, subscription, clock.now(tenant))
+    values, _latest, uniques = _truth(tenant, subscription)
     live = counters_read(tenant.pk, subscription.current_period_start)
     codes = (set(values) | set(live)) - set(uniques)
     return {code: (live.get(code, 0), values.get(code, 0)) for code in codes
