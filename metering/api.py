@@ -101,7 +101,9 @@ class UsageEventsView(APIView):
                    summary="Send a batch of up to 10,000 usage events")
     def post(self, request):
         events = _read_batch(request)
-        result = usage_ingest(tenant=request.tenant, events=events)
+        # The API-call throttle has looked the subscription up already for this request.
+        result = usage_ingest(tenant=request.tenant, events=events,
+                              subscription=getattr(request._request, "aerolith_subscription", None))
         return Response({"accepted": result.accepted, "duplicates": result.duplicates,
                          "rejected": result.rejected}, status=status.HTTP_202_ACCEPTED)
 

@@ -40,6 +40,7 @@ class ApiCallMeter(BaseThrottle):
             return True
         tenant = principal.tenant
         subscription = subscription_of(tenant)
+        request._request.aerolith_subscription = subscription  # the view may reuse it
         if subscription is None:
             return True
         meter = meters_by_code().get(API_CALLS)

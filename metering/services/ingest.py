@@ -44,7 +44,7 @@ class IngestResult:
 @dataclass(slots=True)
 class _Event:
     index: int
-    key: uuid.UUID
+    key: str  # hex of event_key(): PostgreSQL reads it as the same uuid
     event_id: str
     meter: Meter
     micro: int
@@ -113,7 +113,8 @@ def _validate(events: list, meters: dict[str, Meter], now: datetime, tenant_id: 
     oldest = now - timedelta(days=settings.AEROLITH_USAGE_MAX_AGE_DAYS)
     newest = now + timedelta(seconds=settings.AEROLITH_USAGE_MAX_FUTURE_SECONDS)
     valid: list[_Event] = []
-    seen: set[uuid.UUID] = set()
+    seen: set[str] = set()
+    key_prefix, blake2b = f"{tenant_id}\x00".encode(), hashlib.blake2b
     for index, raw in enumerate(events):
         if type(raw) is not dict:
             _reject(result, index, "invalid_event", "Each event must be a JSON object.")
@@ -172,7 +173,7 @@ def _validate(events: list, meters: dict[str, Meter], now: datetime, tenant_id: 
                 _reject(result, index, "missing_property", f"Meter {meter.code} counts distinct "
                         f"`properties.{meter.unique_property}`; give it a string or number.")
                 continue
-        key = event_key(tenant_id, event_id)
+        key = blake2b(key_prefix + event_id.encode(), digest_size=16).hexdigest()  # = event_key()
         if key in seen:
             result.duplicates += 1
             continue
@@ -181,17 +182,76 @@ def _validate(events: list, meters: dict[str, Meter], now: datetime, tenant_id: 
     return valid
 
 
-def _store(tenant_id: int, fresh: list[_Event], received: datetime) -> None:
-    """COPY the raw events and upsert the aggregates, inside the caller's transaction."""
+# One round trip stores a batch: the idempotency keys (in key order, so batches that
+# overlap cannot deadlock), the raw events and the aggregates of the fresh ones; it answers
+# with the positions of the fresh events. Columns travel as array literals written here
+# (psycopg's per-row COPY and per-element array dumping cost the Python process as much as
+# PostgreSQL's own work; json_to_recordset costs PostgreSQL twice what arrays do).
+_STORE_SQL = """
+WITH ev AS (
+    SELECT n, k, m, e, q, timestamptz 'epoch' + tu * interval '1 microsecond' AS t,
+           coalesce(%(properties)s::jsonb -> (n::int - 1), '{}') AS p
+    FROM unnest(%(keys)s::uuid[], %(meters)s::int[], %(ids)s::text[], %(micro)s::numeric[],
+                %(ts)s::bigint[]) WITH ORDINALITY AS u(k, m, e, q, tu, n)
+), k AS (
+    INSERT INTO metering_eventkey (key, received_at)
+    SELECT k, %(received)s FROM ev ORDER BY k
+    ON CONFLICT DO NOTHING RETURNING key
+), fresh AS MATERIALIZED (
+    SELECT ev.* FROM ev JOIN k ON k.key = ev.k
+), raw AS (
+    INSERT INTO metering_usageevent (tenant_id, meter_id, event_id, quantity, "timestamp",
+                                     properties, received_at)
+    SELECT %(tenant)s, m, e, q * 0.000001, t, p, %(received)s FROM fresh
+), agg AS (
+    INSERT INTO metering_usageaggregate AS a (tenant_id, meter_id, granularity, bucket, shard,
+        event_count, total, maximum, latest_at, latest_value)
+    SELECT %(tenant)s, m, g, b, %(shard)s, count(*), sum(q) * 0.000001, max(q) * 0.000001,
+           max(t), (array_agg(q ORDER BY t DESC, q DESC))[1] * 0.000001  -- ties: larger wins
+    FROM fresh CROSS JOIN LATERAL (VALUES ('hour', date_trunc('hour', t, 'UTC')),
+                                          ('day', date_trunc('day', t, 'UTC'))) AS bk(g, b)
+    GROUP BY m, g, b
+    ORDER BY m, g, b  -- no deadlocks
+    ON CONFLICT (tenant_id, meter_id, granularity, bucket, shard) DO UPDATE SET
+        event_count = a.event_count + excluded.event_count,
+        total = a.total + excluded.total,
+        maximum = GREATEST(a.maximum, excluded.maximum),
+        latest_value = CASE WHEN (excluded.latest_at, excluded.latest_value)
+                                 > (a.latest_at, a.latest_value)
+                            THEN excluded.latest_value ELSE a.latest_value END,
+        latest_at = GREATEST(a.latest_at, excluded.latest_at)
+)
+SELECT n - 1 FROM fresh ORDER BY n
+"""
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _array(items) -> str:
+    return "{" + ",".join(items) + "}"
+
+
+def _quoted(text: str) -> str:
+    """`text` as an element of an array literal (NUL was refused by _validate)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _store(tenant_id: int, valid: list[_Event], received: datetime) -> list[_Event]:
+    """Store what is new of `valid` inside the caller's transaction; return the fresh."""
+    epoch = clock.EPOCH
+    params = {
+        "keys": _array([e.key for e in valid]),
+        "meters": _array([str(e.meter.pk) for e in valid]),
+        "ids": _array([_quoted(e.event_id) for e in valid]),
+        "micro": _array([str(e.micro) for e in valid]),
+        "ts": _array([str((e.ts - epoch) // _MICROSECOND) for e in valid]),
+        "properties": (orjson.dumps([e.properties for e in valid]).decode()
+                       if any(e.properties for e in valid) else None),
+        "received": received, "tenant": tenant_id, "shard": SHARD,
+    }
     with connection.cursor() as cursor:
-        with cursor.copy(
-            "COPY metering_usageevent (tenant_id, meter_id, event_id, quantity, \"timestamp\", "
-            "properties, received_at) FROM STDIN"
-        ) as copy:
-            for e in fresh:
-                copy.write_row((tenant_id, e.meter.pk, e.event_id, micro_to_text(e.micro), e.ts,
-                                orjson.dumps(e.properties).decode(), received))
-        _upsert_aggregates(cursor, tenant_id, fresh)
+        cursor.execute(_STORE_SQL, params)
+        positions = cursor.fetchall()
+        fresh = valid if len(positions) == len(valid) else [valid[n] for (n,) in positions]
         gauges = [(tenant_id, e.meter.pk, e.ts, micro_to_text(e.micro))
                   for e in fresh if e.meter.aggregation == "weighted_sum"]
         if gauges:
@@ -205,46 +265,7 @@ def _store(tenant_id: int, fresh: list[_Event], received: datetime) -> None:
                 "INSERT INTO metering_uniquevalue (tenant_id, meter_id, day, value, first_seen) "
                 "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 [(tenant_id, m, d, v, ts) for (m, d, v), ts in sorted(uniques.items())])
-
-
-def _upsert_aggregates(cursor, tenant_id: int, fresh: list[_Event]) -> None:
-    buckets: dict[tuple, list] = {}
-    for e in fresh:
-        hour = e.ts.replace(minute=0, second=0, microsecond=0)
-        day = hour.replace(hour=0)
-        for granularity, bucket in (("hour", hour), ("day", day)):
-            slot = buckets.get((e.meter.pk, granularity, bucket))
-            if slot is None:
-                buckets[(e.meter.pk, granularity, bucket)] = [1, e.micro, e.micro, e.ts, e.micro]
-            else:
-                slot[0] += 1
-                slot[1] += e.micro
-                if e.micro > slot[2]:
-                    slot[2] = e.micro
-                if (e.ts, e.micro) > (slot[3], slot[4]):  # ties: the larger value wins
-                    slot[3], slot[4] = e.ts, e.micro
-    columns = list(zip(*[(meter_id, granularity, bucket, count, micro_to_text(total),
-                          micro_to_text(maximum), latest_at, micro_to_text(latest))
-                         for (meter_id, granularity, bucket), (count, total, maximum, latest_at, latest)
-                         in sorted(buckets.items())], strict=True))  # sorted: no deadlocks
-    cursor.execute(
-        """
-        INSERT INTO metering_usageaggregate AS a (tenant_id, meter_id, granularity, bucket, shard,
-            event_count, total, maximum, latest_at, latest_value)
-        SELECT %s, m, g, b, %s, c, t, x, la, lv
-        FROM unnest(%s::int[], %s::text[], %s::timestamptz[], %s::bigint[], %s::numeric[],
-                    %s::numeric[], %s::timestamptz[], %s::numeric[]) AS u(m, g, b, c, t, x, la, lv)
-        ON CONFLICT (tenant_id, meter_id, granularity, bucket, shard) DO UPDATE SET
-            event_count = a.event_count + excluded.event_count,
-            total = a.total + excluded.total,
-            maximum = GREATEST(a.maximum, excluded.maximum),
-            latest_value = CASE WHEN (excluded.latest_at, excluded.latest_value)
-                                     > (a.latest_at, a.latest_value)
-                                THEN excluded.latest_value ELSE a.latest_value END,
-            latest_at = GREATEST(a.latest_at, excluded.latest_at)
-        """,
-        [tenant_id, SHARD, *[list(column) for column in columns]],
-    )
+    return fresh
 
 
 def _counter_changes(fresh: list[_Event], start: datetime, end: datetime) -> dict:
@@ -299,7 +320,7 @@ def _within_hard_limits(tenant, subscription, valid: list[_Event], result: Inges
 
 
 def usage_ingest(*, tenant, events: list, counters_done: bool = False,
-                 enforce_limits: bool = True) -> IngestResult:
+                 enforce_limits: bool = True, subscription=None) -> IngestResult:
     """Record a batch of usage events for `tenant`. Valid events are stored exactly once
     per (tenant, id); invalid ones are reported with their index. Raises QuotaExceeded
     when a plan without overage has no room for any of them. Collectors pass
@@ -310,7 +331,8 @@ def usage_ingest(*, tenant, events: list, counters_done: bool = False,
 
     result = IngestResult()
     now = clock.now(tenant)
-    subscription = subscription_of(tenant)
+    if subscription is None:  # callers that have it already pass it
+        subscription = subscription_of(tenant)
     valid = _validate(events, meters_by_code(), now, tenant.pk, result)
     if valid and enforce_limits and subscription is not None and not subscription.plan.overage_allowed:
         valid = _within_hard_limits(tenant, subscription, valid, result)
@@ -318,19 +340,9 @@ def usage_ingest(*, tenant, events: list, counters_done: bool = False,
         return result
     received = clock.wall_now()
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO metering_eventkey (key, received_at) "
-                "SELECT unnest(%s::uuid[]), %s ON CONFLICT DO NOTHING RETURNING key",
-                # Sorted: batches that overlap in another order must not deadlock.
-                [sorted(e.key for e in valid), received],
-            )
-            inserted = {row[0] for row in cursor.fetchall()}
-        fresh = [e for e in valid if e.key in inserted] if len(inserted) < len(valid) else valid
-        result.duplicates += len(valid) - len(fresh)
-        result.accepted = len(fresh)
-        if fresh:
-            _store(tenant.pk, fresh, received)
+        fresh = _store(tenant.pk, valid, received)
+    result.duplicates += len(valid) - len(fresh)
+    result.accepted = len(fresh)
     if fresh and subscription is not None and not counters_done:
         changes = _counter_changes(fresh, subscription.current_period_start,
                                    subscription.current_period_end)
