@@ -13,10 +13,11 @@ up one Enterprise organisation and gives it an API key with the `usage:write` sc
    connections, batches of --batch events of which 10% repeat ids sent earlier (so they are
    duplicates), for --seconds. The request bodies are made with orjson before the clock
    starts. Every response must be 202; accepted and duplicate counts are summed from them.
-2. Bare storage path, same run, same database: what the service does in PostgreSQL per
-   batch, done directly with psycopg (no Django, no HTTP, aggregates computed beforehand) —
-   the idempotency-key INSERT ... ON CONFLICT DO NOTHING RETURNING, a COPY of the fresh
-   events and the aggregate upsert, one transaction per batch — over the same number of
+2. Bare storage path, same run, same database: the same rows stored directly with psycopg
+   the cheapest way we know (no Django, no HTTP, aggregates computed beforehand) — the
+   idempotency-key INSERT ... ON CONFLICT DO NOTHING RETURNING, a COPY of the fresh events
+   and the aggregate upsert, one transaction per batch (the service does the same in one
+   statement, see _STORE_SQL) — over the same number of
    concurrent connections (one process each). HTTP / bare is the overhead of everything
    else: HTTP, Django, DRF, authentication, validation, Redis counters.
 3. Real-time reads: counters_read() (what the usage API and hard limits use) and a bare
@@ -72,7 +73,8 @@ EVENTKEY_SQL = ("INSERT INTO metering_eventkey (key, received_at) "
                 "SELECT unnest(%s::uuid[]), %s ON CONFLICT DO NOTHING RETURNING key")
 COPY_SQL = ("COPY metering_usageevent (tenant_id, meter_id, event_id, quantity, \"timestamp\", "
             "properties, received_at) FROM STDIN")
-# As in metering/services/ingest.py (_upsert_aggregates).
+# The aggregate upsert the service runs (metering/services/ingest.py, _STORE_SQL), with
+# the buckets computed beforehand.
 AGGREGATE_SQL = """
         INSERT INTO metering_usageaggregate AS a (tenant_id, meter_id, granularity, bucket, shard,
             event_count, total, maximum, latest_at, latest_value)
