@@ -49,6 +49,8 @@ import _bootstrap  # noqa: E402
 _bootstrap.reexec_in_virtualenv(__file__)
 sys.path.insert(0, str(ROOT))
 
+from _common import percentile, recreate_database  # noqa: E402
+
 from aerolith.devservices import free_port, running_services  # noqa: E402
 
 BENCH_DB = "aerolith_bench_ingest"
@@ -94,26 +96,7 @@ AGGREGATE_SQL = """
 
 # --------------------------------------------------------------------------- helpers
 
-def percentile(values, pct):
-    ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
 
-
-def bench_url(url: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{BENCH_DB}"))
-
-
-def recreate_database(url: str) -> None:
-    import psycopg
-
-    admin = bench_url(url).replace(f"/{BENCH_DB}", "/postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
 
 
 def micro_text(micro: int) -> str:
@@ -485,8 +468,7 @@ def main():
     args = parser.parse_args()
 
     with running_services() as env:
-        url = bench_url(env["DATABASE_URL"])
-        recreate_database(env["DATABASE_URL"])
+        url = recreate_database(env["DATABASE_URL"], BENCH_DB)
         os.environ.update(DATABASE_URL=url, REDIS_URL=env["REDIS_URL"],
                           DJANGO_SETTINGS_MODULE="aerolith.settings.base",
                           AEROLITH_SCHEMA_POOL_SIZE="0", LOG_LEVEL="ERROR",
