@@ -461,6 +461,8 @@ def main():
     parser.add_argument("--connections", type=int, default=4,
                         help="concurrent HTTP connections (and bare-path connections)")
     parser.add_argument("--batch", type=int, default=1000, help="events per request")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="gunicorn threads per worker (default 1: sync workers)")
     parser.add_argument("--workers", type=int, default=os.cpu_count(),
                         help="gunicorn sync workers (default: one per core)")
     parser.add_argument("--no-checkpoint", action="store_true",
@@ -525,7 +527,7 @@ def run(args, url):
     log = tempfile.NamedTemporaryFile(prefix="bench-ingest-gunicorn-", suffix=".log", delete=False)
     gunicorn = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "aerolith.wsgi", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(args.workers), "--log-level", "error"],
+         "--workers", str(args.workers), "--threads", str(args.threads), "--log-level", "error"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "DJANGO_SETTINGS_MODULE": "aerolith.settings.base",
              "DATABASE_URL": url, "REDIS_URL": settings.REDIS_URL, "LOG_LEVEL": "ERROR",
@@ -660,7 +662,7 @@ def _http_phase(args, url, port, host, token, period_start, tenant, gunicorn, lo
     generator.start()
     import gunicorn as gunicorn_package
 
-    print(f"HTTP: gunicorn {gunicorn_package.__version__}, {args.workers} sync workers; "
+    print(f"HTTP: gunicorn {gunicorn_package.__version__}, {args.workers} workers × {args.threads} thread(s); "
           f"load generator: 1 process, "
           f"{args.connections} connections (threads, http.client), {args.batch} events a batch, "
           f"{DUPLICATE_FRACTION:.0%} repeated ids, {args.seconds:g} s", flush=True)
