@@ -6,7 +6,7 @@ organisation gets 404, as if the organisation did not exist for them.
 """
 from rest_framework import authentication, exceptions
 from rest_framework_simplejwt.authentication import JWTAuthentication
-from rest_framework_simplejwt.exceptions import InvalidToken, TokenError
+from rest_framework_simplejwt.exceptions import InvalidToken
 
 from aerolith.logging import user_var
 
@@ -69,5 +69,3 @@ class TenantJWTAuthentication(JWTAuthentication):
         user_var.set(user.email)
         return principal, principal
 
-
-__all__ = ["ApiKeyAuthentication", "TenantJWTAuthentication", "TokenError"]

@@ -4,7 +4,7 @@ import logging
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.response import Response
 
 from aerolith.errors import DomainError
@@ -128,6 +128,3 @@ def json_problem(request, status_code: int, code: str, detail: str) -> JsonRespo
 def wants_problem_json(request) -> bool:
     return request.path.startswith("/api/") or request.path.startswith("/webhooks/")
 
-
-__all__ = ["problem", "problem_response", "problem_exception_handler", "json_problem",
-           "wants_problem_json", "status"]

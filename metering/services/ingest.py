@@ -24,7 +24,7 @@ from aerolith import clock
 from billing.selectors import subscription_of
 
 from ..models import Meter
-from ..quantities import MICRO, QuantityError, micro_to_text, to_micro
+from ..quantities import QuantityError, micro_to_text, to_micro
 
 logger = logging.getLogger(__name__)
 MAX_BATCH = 10_000
@@ -357,5 +357,3 @@ def usage_ingest(*, tenant, events: list, counters_done: bool = False,
                 after_ingest(tenant, subscription, totals, added)
     return result
 
-
-__all__ = ["usage_ingest", "IngestResult", "MAX_BATCH", "MICRO", "event_key"]

@@ -101,5 +101,3 @@ def due_work_run(*, tenant: Tenant, until: datetime | None = None,
             job.save(update_fields=["status", "attempts", "completed_at"])
             ran.append(job)
 
-
-__all__ = ["job_handler", "job_schedule", "due_work_run", "tenants_with_due_work"]
