@@ -1,4 +1,10 @@
-from .models import Plan
+"""Reads of billing that more than one caller needs."""
+from django.db.models import Q
+
+from tenants.models import Membership, Role
+
+from .decisions import DunningPolicy
+from .models import BillingSettings, Invoice, Plan, PlanMeter, Subscription
 
 
 def public_plans():
@@ -6,19 +12,55 @@ def public_plans():
             .prefetch_related("meters__meter"))
 
 
+def plans_for_tenant(tenant):
+    """Plans this tenant may choose: the public ones and its own custom plans."""
+    return (Plan.objects.filter(Q(is_public=True, for_tenant__isnull=True) | Q(for_tenant=tenant))
+            .prefetch_related("meters__meter"))
+
+
 def subscription_of(tenant):
     """The tenant's subscription with its plan, or None (the public tenant has none)."""
-    from .models import Subscription
-
-    return Subscription.objects.select_related("plan").filter(tenant_id=tenant.pk).first()
+    return (Subscription.objects.select_related("plan", "pending_plan", "default_payment_method")
+            .filter(tenant_id=tenant.pk).first())
 
 
 def plan_allowances(plan) -> dict[int, tuple]:
     """meter id -> (included Decimal or None for unlimited, unit price cents or None)."""
-    from .models import PlanMeter
-
     return {
         meter_id: (included, price)
         for meter_id, included, price in PlanMeter.objects.filter(plan=plan)
         .values_list("meter_id", "included", "unit_price_cents")
     }
+
+
+def billing_settings() -> BillingSettings:
+    """The staff-editable schedule; made from the Django settings' defaults on first use."""
+    row, _ = BillingSettings.objects.get_or_create(pk=1)
+    return row
+
+
+def dunning_policy() -> DunningPolicy:
+    row = billing_settings()
+    return DunningPolicy(tuple(row.retry_days), row.grace_days, row.suspension_days,
+                         row.retention_days)
+
+
+def billing_contacts(tenant) -> list[str]:
+    """Emails of the members who receive billing mail: owners and billing members."""
+    return list(
+        Membership.objects.filter(tenant=tenant, role__in=[Role.OWNER, Role.BILLING],
+                                  accepted_at__isnull=False, user__is_active=True)
+        .order_by("id").values_list("user__email", flat=True)
+    )
+
+
+def invoices_of(tenant):
+    return (Invoice.objects.filter(tenant=tenant).exclude(status=Invoice.Status.DRAFT)
+            .prefetch_related("lines"))
+
+
+def overdue_invoices(subscription, now):
+    """Finalised invoices of this subscription still owing money and already due."""
+    return Invoice.objects.filter(
+        subscription=subscription, status__in=[Invoice.Status.OPEN, Invoice.Status.UNCOLLECTIBLE],
+        amount_due_cents__gt=0, due_at__lte=now)

@@ -7,11 +7,14 @@ give a key scopes that their own role allows.
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from rest_framework.permissions import BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 
-from aerolith.errors import Forbidden
+from aerolith.errors import DomainError, Forbidden
 
-from .models import ApiKey, Membership, Role, Tenant, User
+from .models import ApiKey, Membership, Role, Tenant, TenantStatus, User
+
+# Tenants whose API accepts reads only (views may opt out with allowed_when_suspended).
+INACTIVE = (TenantStatus.SUSPENDED, TenantStatus.CANCELLED)
 
 
 class Action(StrEnum):
@@ -144,4 +147,18 @@ class HasTenantAction(BasePermission):
             return False
         actions = getattr(view, "required_actions", {})
         principal.require(actions.get(request.method, Action.VIEW))
+        if (request.method not in SAFE_METHODS and request.tenant.status in INACTIVE
+                and not getattr(view, "allowed_when_suspended", False)):
+            raise PaymentRequired(
+                f"This organisation is {request.tenant.get_status_display().lower()}, so the API "
+                "refuses changes. Pay the open invoices (POST /api/v1/invoices/{number}/pay) to "
+                "restore full service at once.")
         return True
+
+
+class PaymentRequired(DomainError):
+    """A write refused because the tenant is suspended or cancelled (SPEC §4)."""
+
+    status = 402
+    code = "account_suspended"
+    title = "Payment required"

@@ -204,7 +204,16 @@ AEROLITH_USAGE_RAW_RETENTION_DAYS = env.int("AEROLITH_USAGE_RAW_RETENTION_DAYS",
 AEROLITH_USAGE_HOURLY_RETENTION_DAYS = env.int("AEROLITH_USAGE_HOURLY_RETENTION_DAYS", default=397)
 AEROLITH_USAGE_MAX_BODY_BYTES = env.int("AEROLITH_USAGE_MAX_BODY_BYTES", default=16 * 1024 * 1024)
 
+# Billing schedules (SPEC §3, §4): the defaults of the BillingSettings row staff edit.
 AEROLITH_TRIAL_DAYS = env.int("AEROLITH_TRIAL_DAYS", default=14)
+AEROLITH_TRIAL_REMINDER_DAYS = env.list("AEROLITH_TRIAL_REMINDER_DAYS", cast=int, default=[3, 1])
+AEROLITH_DUNNING_RETRY_DAYS = env.list("AEROLITH_DUNNING_RETRY_DAYS", cast=int, default=[1, 3, 5, 7])
+AEROLITH_GRACE_DAYS = env.int("AEROLITH_GRACE_DAYS", default=7)
+AEROLITH_SUSPENSION_DAYS = env.int("AEROLITH_SUSPENSION_DAYS", default=30)
+AEROLITH_RETENTION_DAYS = env.int("AEROLITH_RETENTION_DAYS", default=30)
+# The payment gateway for cards: "testmode" honours Stripe's test payment method ids
+# in-process; the Stripe gateway arrives with the payments issue.
+AEROLITH_CARD_GATEWAY = env("AEROLITH_CARD_GATEWAY", default="testmode")
 # Signup takes a ready schema from this pool (see tenants/services/schemas.py).
 AEROLITH_SCHEMA_POOL_SIZE = env.int("AEROLITH_SCHEMA_POOL_SIZE", default=5)
 AEROLITH_RESERVED_SLUGS = frozenset(

@@ -7,7 +7,7 @@ from django.db import IntegrityError, transaction
 
 from aerolith import clock
 from aerolith.errors import ValidationFailed
-from billing.services import plan_for_signup, subscription_start
+from billing.services.subscriptions import plan_for_signup, subscription_start
 
 from ..models import Domain, Membership, Region, Role, Tenant, TenantStatus, User
 from ..validation import email_problems, password_problems, schema_name_for, slug_problems

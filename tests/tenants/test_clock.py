@@ -232,7 +232,7 @@ def test_scheduling_the_same_kind_and_key_twice_makes_one_job(alice):
 def test_scheduling_an_unregistered_kind_is_refused(alice):
     with pytest.raises(ValueError, match="No handler"):
         _job(alice, "x", T0, kind="test.nobody-handles-this")
-    assert not ScheduledJob.objects.filter(tenant=alice).exists()
+    assert not ScheduledJob.objects.filter(tenant=alice, kind="test.nobody-handles-this").exists()
 
 
 @pytest.mark.django_db

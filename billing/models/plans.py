@@ -1,8 +1,5 @@
-"""Plans and subscriptions. Invoices, payments and dunning arrive with the billing issues."""
+"""Plans and their allowances per meter (SPEC §3)."""
 from django.db import models
-
-from aerolith import clock
-from tenants.models import TenantStatus
 
 
 class Plan(models.Model):
@@ -60,30 +57,3 @@ class PlanMeter(models.Model):
 
     def __str__(self):
         return f"{self.plan} · {self.meter_id}"
-
-
-class Subscription(models.Model):
-    """A tenant's subscription to a plan. The lifecycle (renewal, proration, dunning) is
-    built by the billing issue on top of these fields."""
-
-    Status = TenantStatus  # the tenant's status follows its subscription's (SPEC §2)
-
-    tenant = models.OneToOneField("tenants.Tenant", on_delete=models.PROTECT, related_name="subscription")
-    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
-    status = models.CharField(max_length=20, choices=Status.choices)
-    trial_end = models.DateTimeField(null=True, blank=True)
-    current_period_start = models.DateTimeField()
-    current_period_end = models.DateTimeField()
-    cancel_at_period_end = models.BooleanField(default=False)
-    created_at = models.DateTimeField(default=clock.wall_now)
-
-    class Meta:
-        constraints = [
-            models.CheckConstraint(
-                condition=models.Q(current_period_end__gt=models.F("current_period_start")),
-                name="subscription_period_not_empty",
-            )
-        ]
-
-    def __str__(self):
-        return f"{self.tenant} on {self.plan}"

@@ -1,0 +1,11 @@
+"""Billing's tables: plans, subscriptions, invoices, payments and the tenant's balance.
+All live in the public schema, because staff query them across tenants (SPEC §2)."""
+from .invoices import Invoice, InvoiceCounter, InvoiceLine
+from .payments import BalanceTransaction, Payment, PaymentMethod
+from .plans import Plan, PlanMeter
+from .subscriptions import BillingSettings, Subscription
+
+__all__ = [
+    "BalanceTransaction", "BillingSettings", "Invoice", "InvoiceCounter", "InvoiceLine",
+    "Payment", "PaymentMethod", "Plan", "PlanMeter", "Subscription",
+]

@@ -1,0 +1,226 @@
+"""Invoices: drafting, finalising (gapless numbers, the balance applied), voiding, writing
+off, receiving money and refunding it to the balance.
+
+Locks are always taken subscription first, then invoice, so two services never deadlock.
+"""
+from django.db import transaction
+from django.db.models import F
+
+from aerolith import clock
+from aerolith.errors import Conflict, ValidationFailed
+from aerolith.money import cents_to_text
+from tenants.services.audit import audit_record
+from tenants.services.events import event_emit
+
+from ..decisions import LineDraft, invoice_totals
+from ..models import BalanceTransaction, Invoice, InvoiceCounter, InvoiceLine, Subscription
+from .notify import billing_email
+
+CHARGE_JOB = "billing.invoice_charge"
+
+
+def _actor_label(actor) -> str:
+    from tenants.services.audit import _actor
+
+    return _actor(actor)[1]
+
+
+def balance_move(*, subscription: Subscription, kind: str, amount_cents: int, description: str,
+                 invoice: Invoice | None = None, actor=None) -> BalanceTransaction:
+    """Add (positive) or use (negative) credit. The caller holds the subscription's lock."""
+    balance = subscription.balance_cents + amount_cents
+    if balance < 0:
+        raise Conflict(f"The balance holds {cents_to_text(subscription.balance_cents)} USD; "
+                       f"{cents_to_text(-amount_cents)} cannot be used.", code="balance_too_low")
+    subscription.balance_cents = balance
+    subscription.save(update_fields=["balance_cents"])
+    return BalanceTransaction.objects.create(
+        tenant_id=subscription.tenant_id, kind=kind, amount_cents=amount_cents,
+        balance_after_cents=balance, invoice=invoice, description=description[:300],
+        actor_label=_actor_label(actor)[:200], created_at=clock.now(subscription.tenant))
+
+
+def invoice_draft(*, tenant, subscription: Subscription | None, reason: str, period_start,
+                  period_end, lines: list[LineDraft]) -> Invoice:
+    """A draft invoice with `lines` (amounts in cents). Nothing is owed until finalised."""
+    invoice = Invoice.objects.create(
+        tenant=tenant, subscription=subscription, reason=reason, period_start=period_start,
+        period_end=period_end, created_at=clock.now(tenant),
+        subtotal_cents=sum(line.amount_cents for line in lines),
+        total_cents=sum(line.amount_cents for line in lines))
+    InvoiceLine.objects.bulk_create([_line(invoice, i, line) for i, line in enumerate(lines)])
+    return invoice
+
+
+def _line(invoice: Invoice, position: int, line: LineDraft) -> InvoiceLine:
+    return InvoiceLine(
+        invoice=invoice, position=position, kind=line.kind, description=line.description[:300],
+        meter_id=line.meter_id, quantity=line.quantity, unit_amount_cents=line.unit_amount_cents,
+        amount_cents=line.amount_cents, period_start=line.period_start, period_end=line.period_end)
+
+
+def _next_number(year: int) -> str:
+    counter, _ = InvoiceCounter.objects.select_for_update().get_or_create(year=year)
+    counter.last_number = F("last_number") + 1
+    counter.save(update_fields=["last_number"])
+    counter.refresh_from_db(fields=["last_number"])
+    return f"AER-{year}-{counter.last_number:06d}"
+
+
+def invoice_finalize(*, invoice: Invoice, actor=None, collect: bool = True) -> Invoice:
+    """draft → open with the next gapless number; the tenant's balance is applied first and
+    a negative total (a downgrade's credit) goes to the balance. An invoice owing nothing is
+    paid at once. With `collect`, the default card is charged right after (a due job).
+    Raises Conflict unless the invoice is a draft."""
+    with transaction.atomic():
+        subscription = (Subscription.objects.select_for_update().select_related("tenant")
+                        .get(pk=invoice.subscription_id) if invoice.subscription_id else None)
+        invoice = Invoice.objects.select_for_update().select_related("tenant").get(pk=invoice.pk)
+        if invoice.status != Invoice.Status.DRAFT:
+            raise Conflict(f"Invoice {invoice} is {invoice.status}; only drafts are finalised.",
+                           code="invoice_not_draft")
+        tenant = invoice.tenant
+        now = clock.now(tenant)
+        amounts = list(invoice.lines.exclude(kind=InvoiceLine.Kind.CREDIT)
+                       .values_list("amount_cents", flat=True))
+        totals = invoice_totals(amounts, subscription.balance_cents if subscription else 0)
+        if totals.credit_applied_cents:
+            InvoiceLine.objects.create(
+                invoice=invoice, position=len(amounts), kind=InvoiceLine.Kind.CREDIT,
+                description="Credit from your balance", amount_cents=-totals.credit_applied_cents)
+            balance_move(subscription=subscription, kind=BalanceTransaction.Kind.APPLIED,
+                         amount_cents=-totals.credit_applied_cents, invoice=invoice, actor=actor,
+                         description=f"Applied to invoice {invoice.pk}")
+        invoice.number = _next_number(now.year)
+        invoice.subtotal_cents = totals.subtotal_cents
+        invoice.credit_applied_cents = totals.credit_applied_cents
+        invoice.total_cents = totals.total_cents
+        invoice.amount_due_cents = totals.amount_due_cents
+        invoice.finalized_at = invoice.due_at = now
+        invoice.status = Invoice.Status.OPEN
+        if totals.amount_due_cents == 0:
+            invoice.status, invoice.paid_at = Invoice.Status.PAID, now
+        invoice.save()
+        if totals.balance_credit_cents:
+            balance_move(subscription=subscription, kind=BalanceTransaction.Kind.DOWNGRADE_CREDIT,
+                         amount_cents=totals.balance_credit_cents, invoice=invoice, actor=actor,
+                         description=f"Credit from invoice {invoice.number}")
+        audit_record(action="invoice.finalized", tenant=tenant, actor=actor, target=invoice,
+                     after={"number": invoice.number, "total_cents": invoice.total_cents,
+                            "amount_due_cents": invoice.amount_due_cents})
+        event_emit(tenant=tenant, type="invoice.finalized", payload=invoice_event(invoice))
+        billing_email(tenant=tenant, template="invoice", subject=f"Invoice {invoice.number}",
+                      context={"invoice": invoice})
+        if collect and invoice.amount_due_cents and subscription is not None:
+            schedule_charge(invoice=invoice, attempt=0, due_at=now)
+    return invoice
+
+
+def schedule_charge(*, invoice: Invoice, attempt: int, due_at) -> None:
+    from tenants.services.scheduling import job_schedule
+
+    job_schedule(tenant=invoice.tenant, kind=CHARGE_JOB, key=f"{invoice.pk}:{attempt}",
+                 due_at=due_at, payload={"invoice_id": invoice.pk, "attempt": attempt})
+
+
+def invoice_event(invoice: Invoice) -> dict:
+    return {"number": invoice.number, "status": invoice.status, "total_cents": invoice.total_cents,
+            "amount_due_cents": invoice.amount_due_cents, "currency": invoice.currency}
+
+
+def _locked(invoice_id: int) -> tuple[Subscription | None, Invoice]:
+    subscription_id = Invoice.objects.filter(pk=invoice_id).values_list("subscription_id", flat=True).first()
+    subscription = (Subscription.objects.select_for_update().select_related("tenant")
+                    .get(pk=subscription_id) if subscription_id else None)
+    return subscription, Invoice.objects.select_for_update().select_related("tenant").get(pk=invoice_id)
+
+
+def invoice_void(*, invoice: Invoice, actor) -> Invoice:
+    """open → void: nothing is owed any more; credit the invoice used returns to the
+    balance. Refused when money was received (refund it first) or the invoice is closed."""
+    with transaction.atomic():
+        subscription, invoice = _locked(invoice.pk)
+        if invoice.status != Invoice.Status.OPEN:
+            raise Conflict(f"Invoice {invoice} is {invoice.get_status_display().lower()}; only "
+                           "open invoices can be voided.", code="invoice_not_open")
+        if invoice.amount_paid_cents:
+            raise Conflict(f"Invoice {invoice} has {cents_to_text(invoice.amount_paid_cents)} USD "
+                           "paid; refund it to the balance before voiding.", code="invoice_has_payments")
+        if invoice.credit_applied_cents and subscription is not None:
+            balance_move(subscription=subscription, kind=BalanceTransaction.Kind.REFUND_TO_BALANCE,
+                         amount_cents=invoice.credit_applied_cents, invoice=invoice, actor=actor,
+                         description=f"Credit returned by voided invoice {invoice.number}")
+        _close(invoice, Invoice.Status.VOID, actor)
+    return invoice
+
+
+def invoice_mark_uncollectible(*, invoice: Invoice, actor) -> Invoice:
+    """open → uncollectible (written off; it can still be paid later)."""
+    with transaction.atomic():
+        _subscription, invoice = _locked(invoice.pk)
+        if invoice.status != Invoice.Status.OPEN:
+            raise Conflict(f"Invoice {invoice} is {invoice.get_status_display().lower()}; only "
+                           "open invoices can be written off.", code="invoice_not_open")
+        _close(invoice, Invoice.Status.UNCOLLECTIBLE, actor)
+    return invoice
+
+
+def _close(invoice: Invoice, status: str, actor) -> None:
+    before = invoice.status
+    invoice.status = status
+    invoice.closed_at = clock.now(invoice.tenant)
+    if status == Invoice.Status.VOID:
+        invoice.amount_due_cents = 0
+    invoice.save(update_fields=["status", "closed_at", "amount_due_cents"])
+    audit_record(action=f"invoice.{status}", tenant=invoice.tenant, actor=actor, target=invoice,
+                 before={"status": before}, after={"status": status})
+
+
+def invoice_receive(*, subscription: Subscription | None, invoice: Invoice, amount_cents: int,
+                    actor=None) -> Invoice:
+    """Money received for a locked, payable invoice: the rest stays due; when nothing is
+    due it is paid, and a tenant whose overdue invoices are all paid gets full service
+    back at once. The caller holds both locks."""
+    if amount_cents <= 0 or amount_cents > invoice.amount_due_cents:
+        raise ValidationFailed({"amount": [("out_of_range", "Give an amount between 0.01 and "
+                                            f"{cents_to_text(invoice.amount_due_cents)} USD.")]})
+    now = clock.now(invoice.tenant)
+    invoice.amount_paid_cents += amount_cents
+    invoice.amount_due_cents -= amount_cents
+    fields = ["amount_paid_cents", "amount_due_cents"]
+    if invoice.amount_due_cents == 0:
+        invoice.status, invoice.paid_at = Invoice.Status.PAID, now
+        fields += ["status", "paid_at"]
+    invoice.save(update_fields=fields)
+    if invoice.status == Invoice.Status.PAID:
+        audit_record(action="invoice.paid", tenant=invoice.tenant, actor=actor, target=invoice,
+                     after={"amount_paid_cents": invoice.amount_paid_cents})
+        event_emit(tenant=invoice.tenant, type="invoice.paid", payload=invoice_event(invoice))
+        billing_email(tenant=invoice.tenant, template="invoice_paid",
+                      subject=f"Receipt for invoice {invoice.number}", context={"invoice": invoice})
+        if subscription is not None:
+            from .dunning import service_restore_if_settled
+
+            service_restore_if_settled(subscription=subscription, actor=actor)
+    return invoice
+
+
+def invoice_refund_to_balance(*, invoice: Invoice, amount_cents: int, actor, reason: str = "") -> Invoice:
+    """Give paid money back as credit on the tenant's balance (staff action)."""
+    with transaction.atomic():
+        subscription, invoice = _locked(invoice.pk)
+        refundable = invoice.amount_paid_cents - invoice.amount_refunded_cents
+        if subscription is None:
+            raise Conflict("This invoice has no subscription to hold a balance.", code="no_subscription")
+        if not 0 < amount_cents <= refundable:
+            raise ValidationFailed({"amount": [("out_of_range", f"Refund between 0.01 and "
+                                                f"{cents_to_text(refundable)} USD (what was paid "
+                                                "and not yet refunded).")]})
+        invoice.amount_refunded_cents += amount_cents
+        invoice.save(update_fields=["amount_refunded_cents"])
+        balance_move(subscription=subscription, kind=BalanceTransaction.Kind.REFUND_TO_BALANCE,
+                     amount_cents=amount_cents, invoice=invoice, actor=actor,
+                     description=f"Refund of invoice {invoice.number}" + (f": {reason}" if reason else ""))
+        audit_record(action="invoice.refunded_to_balance", tenant=invoice.tenant, actor=actor,
+                     target=invoice, after={"amount_cents": amount_cents, "reason": reason})
+    return invoice
