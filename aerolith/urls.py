@@ -2,6 +2,7 @@
 from django.urls import include, path
 
 from aerolith.api.urls import tenant_api
+from billing import portal as billing_portal
 from metering import portal as metering_portal
 from tenants.portal import urls as portal_urls
 
@@ -11,5 +12,6 @@ handler500 = "aerolith.api.views.server_error"
 urlpatterns = [
     path("api/v1/", include(tenant_api)),
     path("", include("aerolith.api.docs")),
-    path("", include((portal_urls.tenant_patterns + metering_portal.urlpatterns, "portal"))),
+    path("", include((portal_urls.tenant_patterns + metering_portal.urlpatterns
+                         + billing_portal.urlpatterns, "portal"))),
 ]

@@ -167,7 +167,10 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
-    "ENUM_NAME_OVERRIDES": {"RoleEnum": "tenants.models.Role", "RegionEnum": "tenants.models.Region"},
+    "ENUM_NAME_OVERRIDES": {"RoleEnum": "tenants.models.Role", "RegionEnum": "tenants.models.Region",
+                            "TenantStatusEnum": "tenants.models.TenantStatus",
+                            "InvoiceStatusEnum": "billing.models.Invoice.Status",
+                            "PaymentStatusEnum": "billing.models.Payment.Status"},
 }
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)

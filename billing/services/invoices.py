@@ -3,8 +3,7 @@ off, receiving money and refunding it to the balance.
 
 Locks are always taken subscription first, then invoice, so two services never deadlock.
 """
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
 
 from aerolith import clock
 from aerolith.errors import Conflict, ValidationFailed
@@ -60,11 +59,14 @@ def _line(invoice: Invoice, position: int, line: LineDraft) -> InvoiceLine:
 
 
 def _next_number(year: int) -> str:
-    counter, _ = InvoiceCounter.objects.select_for_update().get_or_create(year=year)
-    counter.last_number = F("last_number") + 1
-    counter.save(update_fields=["last_number"])
-    counter.refresh_from_db(fields=["last_number"])
-    return f"AER-{year}-{counter.last_number:06d}"
+    """The year's next number; the upsert holds the counter's row lock until commit."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {InvoiceCounter._meta.db_table} (year, last_number) VALUES (%s, 1) "
+            "ON CONFLICT (year) DO UPDATE SET last_number = "
+            f"{InvoiceCounter._meta.db_table}.last_number + 1 RETURNING last_number", [year])
+        number = cursor.fetchone()[0]
+    return f"AER-{year}-{number:06d}"
 
 
 def invoice_finalize(*, invoice: Invoice, actor=None, collect: bool = True) -> Invoice:
@@ -223,4 +225,59 @@ def invoice_refund_to_balance(*, invoice: Invoice, amount_cents: int, actor, rea
                      description=f"Refund of invoice {invoice.number}" + (f": {reason}" if reason else ""))
         audit_record(action="invoice.refunded_to_balance", tenant=invoice.tenant, actor=actor,
                      target=invoice, after={"amount_cents": amount_cents, "reason": reason})
+    return invoice
+
+
+def _adjustments_checked(adjustments: list[LineDraft]) -> list[LineDraft]:
+    errors = []
+    for line in adjustments:
+        if line.kind != InvoiceLine.Kind.ADJUSTMENT:
+            errors.append(("not_adjustment", "Staff add adjustment lines only."))
+        if not isinstance(line.amount_cents, int) or line.amount_cents == 0:
+            errors.append(("zero_amount", "Each adjustment needs a non-zero amount."))
+        if not line.description.strip():
+            errors.append(("required", "Each adjustment needs a description."))
+    if errors:
+        raise ValidationFailed({"lines": errors})
+    return adjustments
+
+
+def invoice_manual_draft(*, tenant, period_start, period_end, adjustments: list[LineDraft],
+                         actor) -> Invoice:
+    """A staff-made draft (reason manual) of adjustment lines for `tenant`, against its
+    subscription when it has one (so its balance applies at finalisation)."""
+    _adjustments_checked(adjustments)
+    if period_end < period_start:
+        raise ValidationFailed({"period_end": [("before_start", "The period ends before it starts.")]})
+    with transaction.atomic():
+        subscription = Subscription.objects.filter(tenant_id=tenant.pk).first()
+        invoice = invoice_draft(tenant=tenant, subscription=subscription, reason=Invoice.Reason.MANUAL,
+                                period_start=period_start, period_end=period_end, lines=adjustments)
+        audit_record(action="invoice.draft_created", tenant=tenant, actor=actor, target=invoice,
+                     after={"lines": [[line.description, line.amount_cents] for line in adjustments]})
+    return invoice
+
+
+def invoice_adjustments_set(*, invoice: Invoice, adjustments: list[LineDraft], actor) -> Invoice:
+    """Replace a draft's adjustment lines (its other lines stay) and recompute its totals
+    from all its lines. Raises Conflict unless the invoice is still a draft."""
+    _adjustments_checked(adjustments)
+    with transaction.atomic():
+        invoice = Invoice.objects.select_for_update().select_related("tenant").get(pk=invoice.pk)
+        if invoice.status != Invoice.Status.DRAFT:
+            raise Conflict(f"Invoice {invoice} is {invoice.get_status_display().lower()}; only "
+                           "drafts can be adjusted.", code="invoice_not_draft")
+        old = invoice.lines.filter(kind=InvoiceLine.Kind.ADJUSTMENT)
+        before = [[d, a] for d, a in old.values_list("description", "amount_cents")]
+        old.delete()
+        kept = list(invoice.lines.values_list("position", "amount_cents"))
+        start = max((position for position, _ in kept), default=-1) + 1
+        InvoiceLine.objects.bulk_create([_line(invoice, start + i, line) for i, line in enumerate(adjustments)])
+        invoice.subtotal_cents = invoice.total_cents = (
+            sum(amount for _, amount in kept) + sum(line.amount_cents for line in adjustments))
+        invoice.credit_applied_cents = 0
+        invoice.save(update_fields=["subtotal_cents", "total_cents", "credit_applied_cents"])
+        audit_record(action="invoice.draft_adjusted", tenant=invoice.tenant, actor=actor, target=invoice,
+                     before={"adjustments": before},
+                     after={"adjustments": [[line.description, line.amount_cents] for line in adjustments]})
     return invoice

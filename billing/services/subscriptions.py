@@ -81,11 +81,14 @@ def schedule_renewal(subscription: Subscription) -> None:
 
 
 def locked_subscription(tenant) -> Subscription:
-    subscription = (Subscription.objects.select_for_update(of=("self",))
-                    .select_related("plan", "pending_plan", "tenant").filter(tenant_id=tenant.pk).first())
-    if subscription is None:
+    # The row is locked alone, then read with its plans: when a FOR UPDATE query joins,
+    # PostgreSQL re-checks the join against the row a concurrent writer left behind, and a
+    # plan changed meanwhile would make the subscription vanish from the result.
+    pk = (Subscription.objects.select_for_update().filter(tenant_id=tenant.pk)
+          .values_list("pk", flat=True).first())
+    if pk is None:
         raise Conflict("This organisation has no subscription.", code="no_subscription")
-    return subscription
+    return Subscription.objects.select_related("plan", "pending_plan", "tenant").get(pk=pk)
 
 
 def status_set(subscription: Subscription, status: str, *, actor, action: str, **fields) -> None:
@@ -109,6 +112,8 @@ def status_set(subscription: Subscription, status: str, *, actor, action: str, *
 
 def _choosable_plan(tenant, code) -> Plan:
     plan = plans_for_tenant(tenant).filter(code=code).first() if isinstance(code, str) else None
+    if plan is None and isinstance(code, str):  # the (non-public) Custom plan: ask sales
+        plan = Plan.objects.filter(code=code, is_custom=True, for_tenant__isnull=True).first()
     if plan is None:
         codes = sorted(plans_for_tenant(tenant).exclude(is_custom=True, for_tenant__isnull=True)
                        .values_list("code", flat=True))
@@ -117,6 +122,12 @@ def _choosable_plan(tenant, code) -> Plan:
         raise ValidationFailed({"plan": [("contract_plan", "The Custom plan is set up by our sales "
                                           "team; contact sales@aerolith.localhost.")]})
     return plan
+
+
+def plan_for_change(tenant, code) -> Plan:
+    """The plan `tenant` may move to, looked up as `subscription_change` does (for the
+    preview); ValidationFailed naming the choices otherwise."""
+    return _choosable_plan(tenant, code)
 
 
 def limit_problems(tenant, plan: Plan, now: datetime, subscription: Subscription) -> list[str]:
@@ -172,6 +183,8 @@ def preview_change(*, subscription: Subscription, plan: Plan, when: str | None,
     when = when or ("now" if direction == "upgrade" else "period_end")
     if when not in ("now", "period_end"):
         raise ValidationFailed({"when": [("invalid_choice", "Give 'now' or 'period_end'.")]})
+    if subscription.status == Status.TRIALING:
+        when = "now"  # a trial has nothing to prorate: the plan simply changes (Free ends it)
     if not subscription.current_period_start <= at <= now or now - at > PRORATION_MAX_AGE:
         raise ValidationFailed({"proration_at": [("out_of_range", "Use the proration_at of a "
                                                   "preview made within the last hour.")]})
@@ -270,7 +283,8 @@ def subscription_cancel(*, tenant, at_period_end: bool = True, actor) -> Subscri
         else:
             from .renewal import final_invoice
 
-            final_invoice(subscription, clock.now(tenant), actor=actor)
+            if subscription.status != Status.TRIALING:  # trial usage is never billed
+                final_invoice(subscription, clock.now(tenant), actor=actor)
             subscription_end(subscription, actor=actor, action="cancelled")
     return subscription
 
@@ -317,6 +331,9 @@ def trial_end_process(*, tenant, trial_end: datetime) -> Invoice | None:
     dunning takes over if the charge fails); without one, fall back to Free."""
     subscription = locked_subscription(tenant)
     if subscription.status != Status.TRIALING or subscription.trial_end != trial_end:
+        return None
+    if subscription.cancel_at_period_end:  # cancelled during the trial: it ends, unbilled
+        subscription_end(subscription, actor="system", action="ended_at_period_end")
         return None
     if subscription.default_payment_method_id is None:
         fall_back_to_free(subscription, actor="system", reason="no payment method at trial end")

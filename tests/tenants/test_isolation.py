@@ -8,6 +8,11 @@ import pytest
 from django.test import Client
 from django_tenants.utils import tenant_context
 
+from billing.decisions import LineDraft
+from billing.models import Invoice, Payment, PaymentMethod, Subscription
+from billing.services.collection import payment_method_attach
+from billing.services.invoices import invoice_draft, invoice_finalize
+from billing.services.subscriptions import subscription_cancel
 from metering.models import UsageAggregate
 from tenants.models import ApiKey, AuditEvent, Membership, TestClock, User
 from tenants.permissions import ALL_SCOPES
@@ -20,14 +25,15 @@ from tests.conftest import (
     host_of,
     jwt_for,
     make_key,
+    owner_principal,
 )
 
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One tenant API operation. `path` may name `{member_id}` and `{key_id}`; `body` is
-    JSON or a function of the caller's credentials (for the token endpoints, whose
-    credentials travel in the body)."""
+    """One tenant API operation. `path` may name `{member_id}`, `{key_id}`,
+    `{invoice_number}` and `{payment_method_id}`; `body` is JSON or a function of the
+    caller's credentials (for the token endpoints, whose credentials travel in the body)."""
 
     method: str
     path: str
@@ -35,6 +41,8 @@ class Endpoint:
     # What a caller of another organisation gets, by credential kind, when it is not the
     # usual 404 for a JWT and 401 for an API key.
     foreign: dict = field(default_factory=dict)
+    # Puts the caller's own tenant in a state where the request can succeed (the control).
+    prepare: object = None
 
     def request(self, client, ids: dict, creds: dict):
         body = self.body(creds) if callable(self.body) else self.body
@@ -44,6 +52,23 @@ class Endpoint:
 ENDPOINTS = {
     "tenant": Endpoint("get", "/api/v1/tenant"),
     "subscription": Endpoint("get", "/api/v1/subscription"),
+    "subscription-preview-change": Endpoint("post", "/api/v1/subscription/preview-change",
+                                            {"plan": "enterprise"}),
+    "subscription-change": Endpoint("post", "/api/v1/subscription/change", {"plan": "enterprise"}),
+    "subscription-cancel": Endpoint("post", "/api/v1/subscription/cancel", {"at_period_end": True}),
+    "subscription-resume": Endpoint("post", "/api/v1/subscription/resume",
+                                    prepare=lambda tenant: subscription_cancel(
+                                        tenant=tenant, at_period_end=True, actor="test")),
+    "invoices-list": Endpoint("get", "/api/v1/invoices"),
+    "invoices-retrieve": Endpoint("get", "/api/v1/invoices/{invoice_number}"),
+    "invoices-pdf": Endpoint("get", "/api/v1/invoices/{invoice_number}/pdf"),
+    "invoices-pay": Endpoint("post", "/api/v1/invoices/{invoice_number}/pay", {"method": "card"}),
+    "payments-list": Endpoint("get", "/api/v1/payments"),
+    "payment-methods-list": Endpoint("get", "/api/v1/payment-methods"),
+    "payment-methods-attach": Endpoint("post", "/api/v1/payment-methods",
+                                       {"stripe_payment_method": "pm_card_mastercard",
+                                        "make_default": True}),
+    "payment-methods-delete": Endpoint("delete", "/api/v1/payment-methods/{payment_method_id}"),
     "members-list": Endpoint("get", "/api/v1/members"),
     "members-retrieve": Endpoint("get", "/api/v1/members/{member_id}"),
     "members-invite": Endpoint("post", "/api/v1/members",
@@ -86,13 +111,30 @@ def _alice_state(alice) -> tuple:
     members = sorted(Membership.objects.filter(tenant=alice).values_list("id", "role"))
     return (keys, members, AuditEvent.objects.filter(tenant=alice).count(),
             list(TestClock.objects.filter(tenant=alice).values_list("frozen_time", flat=True)),
-            UsageAggregate.objects.filter(tenant_id=alice.pk).count())
+            UsageAggregate.objects.filter(tenant_id=alice.pk).count(),
+            list(Subscription.objects.filter(tenant=alice).values_list(
+                "plan_id", "pending_plan_id", "status", "cancel_at_period_end",
+                "default_payment_method_id", "balance_cents")),
+            sorted(Invoice.objects.filter(tenant=alice).values_list(
+                "number", "status", "amount_paid_cents", "amount_due_cents", "attempt_count")),
+            sorted(PaymentMethod.objects.filter(tenant=alice).values_list("id", "detached_at")),
+            Payment.objects.filter(tenant=alice).count())
+
+
+def _open_invoice(tenant, description: str) -> Invoice:
+    """An open invoice of one manual line, not charged automatically."""
+    invoice = invoice_draft(tenant=tenant, subscription=tenant.subscription, reason="manual",
+                            period_start=tenant.subscription.current_period_start,
+                            period_end=tenant.subscription.current_period_end,
+                            lines=[LineDraft("adjustment", description, 4200)])
+    return invoice_finalize(invoice=invoice, actor="test", collect=False)
 
 
 @pytest.fixture
 def world(alice, bob, charlie):
-    """Alice and bob each with a member, a key, a test clock and some audit trail; charlie
-    with his own key; bob's owner with a JWT pair and an all-scope key."""
+    """Alice and bob each with a member, a key, a test clock, a card, an open invoice and
+    some audit trail; charlie with his own key; bob's owner with a JWT pair and an
+    all-scope key."""
     tenant_clock_attach(tenant=alice, actor="system", at=ALICE_TIME)
     tenant_clock_attach(tenant=bob, actor="system")
     alice_member = add_member(alice, "dev@alice.test", "developer")
@@ -110,15 +152,22 @@ def world(alice, bob, charlie):
         with tenant_context(alice):
             alice_key = ApiKey.objects.get(name="alice-ci-key-2")
     make_key(charlie, ["read"], name="charlie key")
+    cards = {t.slug: payment_method_attach(tenant=t, gateway_id="pm_card_visa",
+                                           actor=owner_principal(t)) for t in (alice, bob)}
+    alice_invoice = _open_invoice(alice, "alice-invoice-line")
+    bob_invoice = _open_invoice(bob, "Bob's own line")
     bob_tokens = _tokens("bob", "owner@bob.test")
     return {
-        "alice_ids": {"member_id": alice_member.pk, "key_id": alice_key.pk},
+        "alice_ids": {"member_id": alice_member.pk, "key_id": alice_key.pk,
+                      "invoice_number": alice_invoice.number, "payment_method_id": cards["alice"].pk},
         "alice_secret": alice_secret,
         "alice_markers": ["owner@alice.test", "dev@alice.test", "Alice Ltd", alice_key.prefix,
-                          "alice-ci-key", alice_secret.split(".")[1], "2031-01-02"],
+                          "alice-ci-key", alice_secret.split(".")[1], "2031-01-02",
+                          "alice-invoice-line"],
         "bob": {"email": "owner@bob.test", "jwt": bob_tokens["access"],
                 "refresh": bob_tokens["refresh"], "api_key": bob_key},
-        "bob_ids": {"member_id": bob_member.pk, "key_id": bob_key_id},
+        "bob_ids": {"member_id": bob_member.pk, "key_id": bob_key_id,
+                    "invoice_number": bob_invoice.number, "payment_method_id": cards["bob"].pk},
     }
 
 
@@ -162,11 +211,14 @@ def test_ids_of_another_tenant_are_not_found_on_ones_own_domain(name, alice, wor
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", [n for n, e in ENDPOINTS.items() if not e.foreign])
-def test_credentials_work_on_their_own_domain(name, world):
+def test_credentials_work_on_their_own_domain(name, bob, world):
     """The control for the tests above: the same requests succeed on bob's own domain, so
     a 404 or 401 on alice's is isolation, not a broken endpoint."""
-    bob = world["bob"]
-    response = ENDPOINTS[name].request(api_client("bob", bob["jwt"]), world["bob_ids"], bob)
+    endpoint = ENDPOINTS[name]
+    if endpoint.prepare is not None:
+        endpoint.prepare(bob)
+    creds = world["bob"]
+    response = endpoint.request(api_client("bob", creds["jwt"]), world["bob_ids"], creds)
     assert response.status_code in (200, 201, 202, 204), response.content
 
 

@@ -1,0 +1,18 @@
+"""Billing API (SPEC §10): plans on the public domain; the subscription, plan changes,
+invoices, payments and cards on file on the organisation's domain."""
+from .invoices import InvoiceDetail, InvoiceList, InvoicePay, InvoicePdf
+from .payments import PaymentList, PaymentMethodDetail, PaymentMethodListCreate
+from .plans import PlanList
+from .subscription import (
+    SubscriptionCancelView,
+    SubscriptionChangeView,
+    SubscriptionPreviewView,
+    SubscriptionResumeView,
+    SubscriptionView,
+)
+
+__all__ = [
+    "InvoiceDetail", "InvoiceList", "InvoicePay", "InvoicePdf", "PaymentList", "PaymentMethodDetail",
+    "PaymentMethodListCreate", "PlanList", "SubscriptionCancelView", "SubscriptionChangeView",
+    "SubscriptionPreviewView", "SubscriptionResumeView", "SubscriptionView",
+]

@@ -1,0 +1,109 @@
+"""Payments and the cards on file (SPEC §10). Adding a card works while suspended: it is
+how a suspended organisation pays and comes back."""
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from tenants.permissions import Action
+
+from ..models import Payment, PaymentMethod
+from ..selectors import subscription_of
+from ..services.collection import payment_method_attach, payment_method_detach
+from .common import BILLING_PROBLEMS, CardOut, StrictBooleanField, StrictCharField, positive_id
+
+
+class PaymentOut(serializers.ModelSerializer):
+    invoice = serializers.CharField(source="invoice.number")
+    card = CardOut(source="payment_method", allow_null=True)
+    message = serializers.CharField(source="failure_message")
+
+    class Meta:
+        model = Payment
+        fields = ["id", "invoice", "method", "status", "amount_cents", "currency", "decline_code",
+                  "hard_decline", "message", "card", "reference", "created_at"]
+
+
+class PaymentList(generics.ListAPIView):
+    """Payments and attempts, newest first."""
+
+    serializer_class = PaymentOut
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation has no tenant
+            return Payment.objects.none()
+        return Payment.objects.filter(tenant=self.request.tenant).select_related("invoice",
+                                                                                  "payment_method")
+
+    @extend_schema(responses={200: PaymentOut(many=True), **BILLING_PROBLEMS},
+                   summary="Payments and their states, newest first")
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+
+class PaymentMethodOut(serializers.ModelSerializer):
+    is_default = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PaymentMethod
+        fields = ["id", "kind", "brand", "last4", "exp_month", "exp_year", "is_default", "created_at"]
+
+    def get_is_default(self, method) -> bool:
+        return method.pk == self.context.get("default_payment_method_id")
+
+
+class PaymentMethodIn(serializers.Serializer):
+    stripe_payment_method = StrictCharField(
+        max_length=255, help_text="The pm_… id of a card created with Stripe.js")
+    make_default = StrictBooleanField(default=True)
+
+
+def _default_id(tenant) -> int | None:
+    subscription = subscription_of(tenant)
+    return subscription.default_payment_method_id if subscription else None
+
+
+class PaymentMethodListCreate(generics.ListAPIView):
+    serializer_class = PaymentMethodOut
+    required_actions = {"POST": Action.MANAGE_BILLING}
+    allowed_when_suspended = True
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):
+            return PaymentMethod.objects.none()
+        return PaymentMethod.objects.filter(tenant=self.request.tenant, detached_at__isnull=True)
+
+    def get_serializer_context(self):
+        context = super().get_serializer_context()
+        if not getattr(self, "swagger_fake_view", False):
+            context["default_payment_method_id"] = _default_id(self.request.tenant)
+        return context
+
+    @extend_schema(responses={200: PaymentMethodOut(many=True), **BILLING_PROBLEMS},
+                   summary="Cards on file")
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(request=PaymentMethodIn, responses={201: PaymentMethodOut, **BILLING_PROBLEMS},
+                   summary="Attach a card created with Stripe.js (pm_…)")
+    def post(self, request):
+        data = PaymentMethodIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        method = payment_method_attach(tenant=request.tenant,
+                                       gateway_id=data.validated_data["stripe_payment_method"],
+                                       make_default=data.validated_data["make_default"],
+                                       actor=request.auth)
+        context = {"default_payment_method_id": _default_id(request.tenant)}
+        return Response(PaymentMethodOut(method, context=context).data, status=status.HTTP_201_CREATED)
+
+
+class PaymentMethodDetail(APIView):
+    required_actions = {"DELETE": Action.MANAGE_BILLING}
+    allowed_when_suspended = True
+
+    @extend_schema(responses={204: None, **BILLING_PROBLEMS},
+                   summary="Remove a card; the newest other card becomes the default")
+    def delete(self, request, pk):
+        payment_method_detach(tenant=request.tenant, method_id=positive_id(pk, "card"),
+                              actor=request.auth)
+        return Response(status=status.HTTP_204_NO_CONTENT)
