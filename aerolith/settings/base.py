@@ -180,6 +180,11 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes the database connection after every task unless told to
+# reuse it: a fresh PostgreSQL backend per task cost more than the renewal itself
+# (bench/renewal.py). Connections are still recycled after this many tasks, and Django's
+# CONN_MAX_AGE / health checks apply as in requests.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 # Periodic tasks are registered here, in code; django-celery-beat copies them into its
@@ -198,6 +203,9 @@ CELERY_BEAT_SCHEDULE = {
     "usage-counters-check": {"task": "metering.tasks.usage_counters_check", "schedule": 600.0},
     "usage-retention": {"task": "metering.tasks.usage_retention", "schedule": 3600.0},
 }
+
+# The beat dispatcher sends tenants with due work in chunks of this many per task.
+AEROLITH_DUE_WORK_CHUNK = env.int("AEROLITH_DUE_WORK_CHUNK", default=50)
 
 # Metering (SPEC §5). Events may be this late or this early; ids are remembered this long.
 AEROLITH_USAGE_MAX_AGE_DAYS = env.int("AEROLITH_USAGE_MAX_AGE_DAYS", default=35)

@@ -96,8 +96,9 @@ def _charge(subscription: Subscription, invoice: Invoice, key: str, attempt: int
 def invoice_collect(*, invoice_id: int, attempt: int) -> Payment | None:
     """The scheduled charge of an invoice (attempt 0) and its dunning retries (1, 2, …).
     A no-op when the invoice is settled or written off; a retry is skipped after a hard
-    decline unless the customer has put a different card on file since."""
-    with transaction.atomic():
+    decline unless the customer has put a different card on file since. Only due jobs call
+    it, and their run isolates failures, so it needs no savepoint of its own."""
+    with transaction.atomic(savepoint=False):
         subscription, invoice = _locked(invoice_id)
         # Written off (cancellation for non-payment, or staff): no more automatic charges.
         if subscription is None or not invoice.is_payable or invoice.status != Invoice.Status.OPEN:

@@ -72,7 +72,8 @@ def _next_number(year: int) -> str:
 def invoice_finalize(*, invoice: Invoice, actor=None, collect: bool = True) -> Invoice:
     """draft → open with the next gapless number; the tenant's balance is applied first and
     a negative total (a downgrade's credit) goes to the balance. An invoice owing nothing is
-    paid at once. With `collect`, the default card is charged right after (a due job).
+    paid at once. With `collect`, the default card is charged right after (a due job);
+    a manual invoice of a tenant without a card waits to be paid (bank transfer, portal).
     Raises Conflict unless the invoice is a draft."""
     with transaction.atomic():
         subscription = (Subscription.objects.select_for_update().select_related("tenant")
@@ -81,40 +82,61 @@ def invoice_finalize(*, invoice: Invoice, actor=None, collect: bool = True) -> I
         if invoice.status != Invoice.Status.DRAFT:
             raise Conflict(f"Invoice {invoice} is {invoice.status}; only drafts are finalised.",
                            code="invoice_not_draft")
-        tenant = invoice.tenant
-        now = clock.now(tenant)
         amounts = list(invoice.lines.exclude(kind=InvoiceLine.Kind.CREDIT)
                        .values_list("amount_cents", flat=True))
-        totals = invoice_totals(amounts, subscription.balance_cents if subscription else 0)
-        if totals.credit_applied_cents:
-            InvoiceLine.objects.create(
-                invoice=invoice, position=len(amounts), kind=InvoiceLine.Kind.CREDIT,
-                description="Credit from your balance", amount_cents=-totals.credit_applied_cents)
-            balance_move(subscription=subscription, kind=BalanceTransaction.Kind.APPLIED,
-                         amount_cents=-totals.credit_applied_cents, invoice=invoice, actor=actor,
-                         description=f"Applied to invoice {invoice.pk}")
-        invoice.number = _next_number(now.year)
-        invoice.subtotal_cents = totals.subtotal_cents
-        invoice.credit_applied_cents = totals.credit_applied_cents
-        invoice.total_cents = totals.total_cents
-        invoice.amount_due_cents = totals.amount_due_cents
-        invoice.finalized_at = invoice.due_at = now
-        invoice.status = Invoice.Status.OPEN
-        if totals.amount_due_cents == 0:
-            invoice.status, invoice.paid_at = Invoice.Status.PAID, now
-        invoice.save()
-        if totals.balance_credit_cents:
-            balance_move(subscription=subscription, kind=BalanceTransaction.Kind.DOWNGRADE_CREDIT,
-                         amount_cents=totals.balance_credit_cents, invoice=invoice, actor=actor,
-                         description=f"Credit from invoice {invoice.number}")
-        audit_record(action="invoice.finalized", tenant=tenant, actor=actor, target=invoice,
-                     after={"number": invoice.number, "total_cents": invoice.total_cents,
-                            "amount_due_cents": invoice.amount_due_cents})
-        event_emit(tenant=tenant, type="invoice.finalized", payload=invoice_event(invoice))
+        return _finalize_locked(subscription, invoice, amounts, actor=actor, collect=collect)
+
+
+def invoice_issue(*, subscription: Subscription, reason: str, period_start, period_end,
+                  lines: list[LineDraft], actor=None) -> Invoice:
+    """Draft and finalise a subscription's invoice in one step, charging it right after.
+    The caller holds the subscription's lock (renewal, trial end, plan change)."""
+    invoice = invoice_draft(tenant=subscription.tenant, subscription=subscription, reason=reason,
+                            period_start=period_start, period_end=period_end, lines=lines)
+    return _finalize_locked(subscription, invoice, [line.amount_cents for line in lines],
+                            actor=actor, collect=True)
+
+
+def _finalize_locked(subscription: Subscription | None, invoice: Invoice, amounts: list[int], *,
+                     actor, collect: bool) -> Invoice:
+    tenant = invoice.tenant
+    now = clock.now(tenant)
+    totals = invoice_totals(amounts, subscription.balance_cents if subscription else 0)
+    if totals.credit_applied_cents:
+        InvoiceLine.objects.create(
+            invoice=invoice, position=len(amounts), kind=InvoiceLine.Kind.CREDIT,
+            description="Credit from your balance", amount_cents=-totals.credit_applied_cents)
+        balance_move(subscription=subscription, kind=BalanceTransaction.Kind.APPLIED,
+                     amount_cents=-totals.credit_applied_cents, invoice=invoice, actor=actor,
+                     description=f"Applied to invoice {invoice.pk}")
+    invoice.number = _next_number(now.year)
+    invoice.subtotal_cents = totals.subtotal_cents
+    invoice.credit_applied_cents = totals.credit_applied_cents
+    invoice.total_cents = totals.total_cents
+    invoice.amount_due_cents = totals.amount_due_cents
+    invoice.finalized_at = invoice.due_at = now
+    invoice.status = Invoice.Status.OPEN
+    if totals.amount_due_cents == 0:
+        invoice.status, invoice.paid_at = Invoice.Status.PAID, now
+    invoice.save()
+    if totals.balance_credit_cents:
+        balance_move(subscription=subscription, kind=BalanceTransaction.Kind.DOWNGRADE_CREDIT,
+                     amount_cents=totals.balance_credit_cents, invoice=invoice, actor=actor,
+                     description=f"Credit from invoice {invoice.number}")
+    audit_record(action="invoice.finalized", tenant=tenant, actor=actor, target=invoice,
+                 after={"number": invoice.number, "total_cents": invoice.total_cents,
+                        "amount_due_cents": invoice.amount_due_cents})
+    event_emit(tenant=tenant, type="invoice.finalized", payload=invoice_event(invoice))
+    has_card = subscription is not None and subscription.default_payment_method_id is not None
+    charge = (collect and invoice.amount_due_cents > 0 and subscription is not None
+              and (has_card or invoice.reason != Invoice.Reason.MANUAL))
+    if charge:
+        schedule_charge(invoice=invoice, attempt=0, due_at=now)
+    if not (charge and has_card):
+        # An invoice charged to the card on file is announced by its receipt (or by the
+        # failure notice), as Stripe does for automatic collection; others are sent now.
         billing_email(tenant=tenant, template="invoice", subject=f"Invoice {invoice.number}",
                       context={"invoice": invoice})
-        if collect and invoice.amount_due_cents and subscription is not None:
-            schedule_charge(invoice=invoice, attempt=0, due_at=now)
     return invoice
 
 

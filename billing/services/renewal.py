@@ -8,11 +8,12 @@ from datetime import datetime
 
 from django.db import transaction
 
+from aerolith import clock
 from metering.selectors import period_usage
 
 from ..decisions import LineDraft, period_end_after, plan_fee_line
 from ..models import Invoice, Subscription
-from .invoices import invoice_draft, invoice_finalize
+from .invoices import invoice_issue
 from .subscriptions import _apply_plan, locked_subscription, schedule_renewal, subscription_end
 
 Status = Subscription.Status
@@ -46,16 +47,20 @@ def final_invoice(subscription: Subscription, until: datetime, *, actor) -> Invo
                           subscription.current_period_end, until)
     if not lines:
         return None
-    invoice = invoice_draft(tenant=subscription.tenant, subscription=subscription,
-                            reason=Invoice.Reason.FINAL, period_start=subscription.current_period_start,
-                            period_end=min(until, subscription.current_period_end), lines=lines)
-    return invoice_finalize(invoice=invoice, actor=actor)
+    return invoice_issue(subscription=subscription, reason=Invoice.Reason.FINAL,
+                         period_start=subscription.current_period_start,
+                         period_end=min(until, subscription.current_period_end), lines=lines,
+                         actor=actor)
 
 
 def subscription_renew(*, tenant, period_end: datetime) -> Invoice | None:
-    """Renew the period ending at `period_end`; a no-op when that period is already
-    renewed, the subscription ended, or it is still trialing (trial end converts it)."""
-    with transaction.atomic():
+    """Renew the period ending at `period_end`; a no-op when that period has not ended on
+    the tenant's clock, is already renewed, the subscription ended, or it is still trialing
+    (trial end converts it). Called by the renewal job, whose run isolates failures, so it
+    needs no savepoint of its own."""
+    if clock.now(tenant) < period_end:
+        return None
+    with transaction.atomic(savepoint=False):
         subscription = locked_subscription(tenant)
         if (subscription.current_period_end != period_end
                 or subscription.status in (Status.CANCELLED, Status.TRIALING)):
@@ -65,9 +70,9 @@ def subscription_renew(*, tenant, period_end: datetime) -> Invoice | None:
         if subscription.cancel_at_period_end:
             invoice = None
             if lines:
-                invoice = invoice_draft(tenant=tenant, subscription=subscription, reason=Invoice.Reason.FINAL,
-                                        period_start=closed_start, period_end=closed_end, lines=lines)
-                invoice = invoice_finalize(invoice=invoice, actor="system")
+                invoice = invoice_issue(subscription=subscription, reason=Invoice.Reason.FINAL,
+                                        period_start=closed_start, period_end=closed_end, lines=lines,
+                                        actor="system")
             subscription_end(subscription, actor="system", action="ended_at_period_end")
             return invoice
         if subscription.pending_plan_id:
@@ -82,6 +87,5 @@ def subscription_renew(*, tenant, period_end: datetime) -> Invoice | None:
             lines.append(plan_fee_line(plan.name, plan.price_cents, closed_end, new_end))
         if not lines:
             return None  # Free with hard limits: nothing to bill
-        invoice = invoice_draft(tenant=tenant, subscription=subscription, reason=Invoice.Reason.RENEWAL,
-                                period_start=closed_end, period_end=new_end, lines=lines)
-        return invoice_finalize(invoice=invoice, actor="system")
+        return invoice_issue(subscription=subscription, reason=Invoice.Reason.RENEWAL,
+                             period_start=closed_end, period_end=new_end, lines=lines, actor="system")

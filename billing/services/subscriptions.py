@@ -22,7 +22,7 @@ from ..decisions import (
 )
 from ..models import Invoice, Plan, Subscription
 from ..selectors import billing_settings, plans_for_tenant
-from .invoices import invoice_draft, invoice_finalize
+from .invoices import invoice_issue
 from .notify import billing_email
 
 RENEWAL_JOB = "billing.renewal"
@@ -231,10 +231,10 @@ def subscription_change(*, tenant, plan_code: str, when: str | None = None, acto
         else:
             _apply_plan(subscription, plan)
             if preview.lines:
-                invoice = invoice_draft(tenant=tenant, subscription=subscription,
-                                        reason=Invoice.Reason.PLAN_CHANGE, period_start=preview.proration_at,
-                                        period_end=subscription.current_period_end, lines=preview.lines)
-                invoice = invoice_finalize(invoice=invoice, actor=actor)
+                invoice = invoice_issue(subscription=subscription, reason=Invoice.Reason.PLAN_CHANGE,
+                                        period_start=preview.proration_at,
+                                        period_end=subscription.current_period_end,
+                                        lines=preview.lines, actor=actor)
         audit_record(action="subscription.plan_changed", tenant=tenant, actor=actor, target=subscription,
                      before={"plan": old.code},
                      after={"plan": plan.code, "when": preview.when, "direction": preview.direction,
@@ -342,12 +342,12 @@ def trial_end_process(*, tenant, trial_end: datetime) -> Invoice | None:
                        action="trial_converted", outcome=Subscription.TrialOutcome.CONVERTED)
     from ..decisions import plan_fee_line
 
-    invoice = invoice_draft(
-        tenant=tenant, subscription=subscription, reason=Invoice.Reason.TRIAL_CONVERSION,
+    return invoice_issue(
+        subscription=subscription, reason=Invoice.Reason.TRIAL_CONVERSION,
         period_start=subscription.current_period_start, period_end=subscription.current_period_end,
         lines=[plan_fee_line(subscription.plan.name, subscription.plan.price_cents,
-                             subscription.current_period_start, subscription.current_period_end)])
-    return invoice_finalize(invoice=invoice, actor="system")
+                             subscription.current_period_start, subscription.current_period_end)],
+        actor="system")
 
 
 def fall_back_to_free(subscription: Subscription, *, actor, reason: str) -> None:

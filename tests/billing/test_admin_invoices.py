@@ -48,6 +48,16 @@ def test_finalise_numbers_a_draft_and_says_so(console, alice):
     draft.refresh_from_db()
     assert draft.status == "open" and draft.number.startswith("AER-")
     assert f"Draft #{draft.pk}: finalised as {draft.number}: total 42.00 USD, 42.00 USD due." in messages_of(response)
+    # alice has no card: a manual invoice waits for a transfer instead of starting dunning
+    assert not ScheduledJob.objects.filter(tenant=alice, kind="billing.invoice_charge").exists()
+
+
+def test_finalising_a_manual_invoice_charges_the_card_on_file(console, alice):
+    from billing.services.collection import payment_method_attach
+
+    payment_method_attach(tenant=alice, gateway_id="pm_card_visa", actor="test")
+    draft = make_invoice(alice, 4200, finalize=False)
+    act(console, "finalise", draft)
     assert ScheduledJob.objects.filter(tenant=alice, kind="billing.invoice_charge", key=f"{draft.pk}:0").exists()
 
 
