@@ -15,14 +15,16 @@ embedded one, as the README commands do) and migrates it. Then:
    on three meters (API calls, compute, bandwidth), so every invoice has three overage
    lines besides the plan fee. Tenants are rows only: renewal touches the public schema
    alone, so their (empty) schemas are not cloned.
-2. Baseline, same run: --baseline of those subscriptions renewed in this process by
-   calling the due-work runner directly (no Celery, no broker, one core).
+2. Baseline, same run: --baseline of those subscriptions renewed in this process one
+   tenant at a time through `due_work_run` (the test clock's path: every job its own
+   transaction; no Celery, no broker, one core).
 3. The real path: a Celery worker (prefork, --concurrency processes) on the Redis broker;
-   `tenants.tasks.dispatch_due_work` is called as beat calls it, fans out one task per
-   tenant, and each task runs the tenant's due work: the renewal (closing the period, the
-   overage from metering, finalising with a gapless number, scheduling the charge) and
-   then the charge through the test-mode card gateway and the receipt. The clock stops
-   when every invoice is paid.
+   `tenants.tasks.dispatch_due_work` is called as beat calls it and sends the tenants in
+   chunks (AEROLITH_DUE_WORK_CHUNK, default 50); each task renews its chunk's due
+   subscriptions together (closing the periods, the overage from metering, invoices with
+   gapless numbers, the next renewals scheduled — a few statements for the chunk) and then
+   runs each tenant's charge through the test-mode card gateway, with its receipt email,
+   one transaction per charge. The clock stops when every invoice is paid.
 4. Checks: one renewal invoice per subscription, all paid, totals equal to the sum of the
    lines, numbers gapless.
 """
@@ -119,14 +121,14 @@ def load(n: int):
                 " event_count, total, maximum, latest_at, latest_value)"
                 " SELECT t, %s, 'day', date_trunc('day', %s::timestamptz) + d * interval '1 day', 0,"
                 " 1, %s, %s, date_trunc('day', %s::timestamptz) + d * interval '1 day', %s"
-                " FROM generate_series(%s, %s) t, generate_series(3, 5) d",
+                " FROM generate_series(%s::int, %s::int) t, generate_series(3, 5) d",
                 [meters[code], start, per_day, per_day, start, per_day, first, last])
             cursor.execute(
                 "INSERT INTO metering_usageaggregate (tenant_id, meter_id, granularity, bucket, shard,"
                 " event_count, total, maximum, latest_at, latest_value)"
                 " SELECT t, %s, 'hour', date_trunc('hour', %s::timestamptz) + interval '2 hours', 0,"
                 " 1, 1, 1, date_trunc('hour', %s::timestamptz) + interval '2 hours', 1"
-                " FROM generate_series(%s, %s) t", [meters[code], start, start, first, last])
+                " FROM generate_series(%s::int, %s::int) t", [meters[code], start, start, first, last])
         cursor.execute("ANALYZE")
     print(f"Loaded {n} subscriptions with cards, renewal jobs and usage in "
           f"{time.perf_counter() - t0:.1f} s (period ends {end.isoformat()})\n", flush=True)
@@ -166,7 +168,7 @@ def run(args, env):
     load(total)
     tenant_ids = list(Tenant.objects.filter(slug__startswith="bench-").order_by("id").values_list("id", flat=True))
 
-    print(f"Baseline: {args.baseline} renewals in this process, due-work runner called directly:")
+    print(f"Baseline: {args.baseline} renewals in this process, one tenant at a time (due_work_run):")
     t0 = time.perf_counter()
     for tenant in Tenant.objects.filter(pk__in=tenant_ids[:args.baseline]):
         due_work_run(tenant=tenant)

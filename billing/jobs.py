@@ -3,7 +3,7 @@
 Billing's tables are all public, so its jobs skip switching to the tenant's schema."""
 from datetime import datetime
 
-from tenants.services.scheduling import job_handler
+from tenants.services.scheduling import job_batch_handler, job_handler
 
 from .services import collection, dunning, renewal, subscriptions
 
@@ -26,6 +26,11 @@ def _trial_end(job):
 @job_handler(subscriptions.RENEWAL_JOB, tenant_schema=False)
 def _renewal(job):
     renewal.subscription_renew(tenant=job.tenant, period_end=_at(job.payload, "period_end"))
+
+
+@job_batch_handler(subscriptions.RENEWAL_JOB)
+def _renewals(jobs):
+    renewal.subscriptions_renew([(job.tenant, _at(job.payload, "period_end")) for job in jobs])
 
 
 @job_handler(collection.CHARGE_JOB, tenant_schema=False)

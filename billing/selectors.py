@@ -33,6 +33,15 @@ def plan_allowances(plan) -> dict[int, tuple]:
     }
 
 
+def plan_allowances_many(plan_ids) -> dict[int, dict[int, tuple]]:
+    """plan id -> plan_allowances(plan), in one query."""
+    out: dict[int, dict[int, tuple]] = {plan_id: {} for plan_id in plan_ids}
+    for plan_id, meter_id, included, price in PlanMeter.objects.filter(plan_id__in=plan_ids).values_list(
+            "plan_id", "meter_id", "included", "unit_price_cents"):
+        out[plan_id][meter_id] = (included, price)
+    return out
+
+
 def billing_settings() -> BillingSettings:
     """The staff-editable schedule; made from the Django settings' defaults on first use."""
     row, _ = BillingSettings.objects.get_or_create(pk=1)

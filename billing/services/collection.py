@@ -66,8 +66,7 @@ def _charge(subscription: Subscription, invoice: Invoice, key: str, attempt: int
     existing = Payment.objects.filter(idempotency_key=key).first()
     if existing is not None:
         return existing
-    invoice.attempt_count += 1
-    invoice.save(update_fields=["attempt_count"])
+    invoice.attempt_count += 1  # saved with the outcome (invoice_receive) or just below
     common = dict(tenant=subscription.tenant, invoice=invoice, method=Payment.Method.CARD,
                   payment_method=method, amount_cents=invoice.amount_due_cents, attempt=attempt,
                   idempotency_key=key, currency=invoice.currency, created_at=clock.now(subscription.tenant))
@@ -87,8 +86,11 @@ def _charge(subscription: Subscription, invoice: Invoice, key: str, attempt: int
                  target=payment, after={"invoice": invoice.number, "amount_cents": payment.amount_cents,
                                         "decline_code": payment.decline_code})
     if payment.status == Payment.Status.SUCCEEDED:
-        invoice_receive(subscription=subscription, invoice=invoice, amount_cents=payment.amount_cents, actor=actor)
-    elif payment.status == Payment.Status.FAILED:
+        invoice_receive(subscription=subscription, invoice=invoice, amount_cents=payment.amount_cents,
+                        actor=actor, also_save=["attempt_count"])
+        return payment
+    invoice.save(update_fields=["attempt_count"])
+    if payment.status == Payment.Status.FAILED:
         charge_failed(subscription=subscription, invoice=invoice, payment=payment, attempt=attempt)
     return payment
 

@@ -3,13 +3,16 @@ off, receiving money and refunding it to the balance.
 
 Locks are always taken subscription first, then invoice, so two services never deadlock.
 """
+from dataclasses import dataclass
+from datetime import datetime
+
 from django.db import connection, transaction
 
 from aerolith import clock
 from aerolith.errors import Conflict, ValidationFailed
 from aerolith.money import cents_to_text
-from tenants.services.audit import audit_record
-from tenants.services.events import event_emit
+from tenants.services.audit import audit_entry, audit_record, audit_record_many
+from tenants.services.events import event_emit, event_emit_many
 
 from ..decisions import LineDraft, invoice_totals
 from ..models import BalanceTransaction, Invoice, InvoiceCounter, InvoiceLine, Subscription
@@ -58,15 +61,16 @@ def _line(invoice: Invoice, position: int, line: LineDraft) -> InvoiceLine:
         amount_cents=line.amount_cents, period_start=line.period_start, period_end=line.period_end)
 
 
-def _next_number(year: int) -> str:
-    """The year's next number; the upsert holds the counter's row lock until commit."""
+def _next_numbers(year: int, count: int) -> int:
+    """Reserve `count` numbers of `year`; returns the last. The upsert holds the counter's
+    row lock until commit, so a rolled-back finalisation gives its numbers back."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {InvoiceCounter._meta.db_table} (year, last_number) VALUES (%s, 1) "
+            f"INSERT INTO {InvoiceCounter._meta.db_table} (year, last_number) VALUES (%s, %s) "
             "ON CONFLICT (year) DO UPDATE SET last_number = "
-            f"{InvoiceCounter._meta.db_table}.last_number + 1 RETURNING last_number", [year])
-        number = cursor.fetchone()[0]
-    return f"AER-{year}-{number:06d}"
+            f"{InvoiceCounter._meta.db_table}.last_number + EXCLUDED.last_number "
+            "RETURNING last_number", [year, count])
+        return cursor.fetchone()[0]
 
 
 def invoice_finalize(*, invoice: Invoice, actor=None, collect: bool = True) -> Invoice:
@@ -91,60 +95,120 @@ def invoice_issue(*, subscription: Subscription, reason: str, period_start, peri
                   lines: list[LineDraft], actor=None) -> Invoice:
     """Draft and finalise a subscription's invoice in one step, charging it right after.
     The caller holds the subscription's lock (renewal, trial end, plan change)."""
-    invoice = invoice_draft(tenant=subscription.tenant, subscription=subscription, reason=reason,
-                            period_start=period_start, period_end=period_end, lines=lines)
-    return _finalize_locked(subscription, invoice, [line.amount_cents for line in lines],
-                            actor=actor, collect=True)
+    return invoices_issue([IssueRequest(subscription, reason, period_start, period_end, lines)],
+                          actor=actor)[0]
+
+
+@dataclass(frozen=True)
+class IssueRequest:
+    subscription: Subscription
+    reason: str
+    period_start: datetime
+    period_end: datetime
+    lines: list[LineDraft]
+
+
+def invoices_issue(requests: list[IssueRequest], *, actor=None) -> list[Invoice]:
+    """invoice_issue for many subscriptions at once (renewal of a chunk of tenants): the
+    invoices, lines, numbers, audit entries, events and charges are written with a few
+    statements for the whole batch. The caller holds the subscriptions' locks."""
+    invoices = Invoice.objects.bulk_create([
+        Invoice(tenant=r.subscription.tenant, subscription=r.subscription, reason=r.reason,
+                period_start=r.period_start, period_end=r.period_end,
+                created_at=clock.now(r.subscription.tenant),
+                subtotal_cents=sum(line.amount_cents for line in r.lines),
+                total_cents=sum(line.amount_cents for line in r.lines))
+        for r in requests])
+    InvoiceLine.objects.bulk_create([_line(invoice, i, line) for invoice, r in zip(invoices, requests, strict=True)
+                                     for i, line in enumerate(r.lines)])
+    return _finalize_many([(r.subscription, invoice, [line.amount_cents for line in r.lines])
+                           for invoice, r in zip(invoices, requests, strict=True)],
+                          actor=actor, collect=True)
 
 
 def _finalize_locked(subscription: Subscription | None, invoice: Invoice, amounts: list[int], *,
                      actor, collect: bool) -> Invoice:
-    tenant = invoice.tenant
-    now = clock.now(tenant)
-    totals = invoice_totals(amounts, subscription.balance_cents if subscription else 0)
-    if totals.credit_applied_cents:
-        InvoiceLine.objects.create(
-            invoice=invoice, position=len(amounts), kind=InvoiceLine.Kind.CREDIT,
-            description="Credit from your balance", amount_cents=-totals.credit_applied_cents)
-        balance_move(subscription=subscription, kind=BalanceTransaction.Kind.APPLIED,
-                     amount_cents=-totals.credit_applied_cents, invoice=invoice, actor=actor,
-                     description=f"Applied to invoice {invoice.pk}")
-    invoice.number = _next_number(now.year)
-    invoice.subtotal_cents = totals.subtotal_cents
-    invoice.credit_applied_cents = totals.credit_applied_cents
-    invoice.total_cents = totals.total_cents
-    invoice.amount_due_cents = totals.amount_due_cents
-    invoice.finalized_at = invoice.due_at = now
-    invoice.status = Invoice.Status.OPEN
-    if totals.amount_due_cents == 0:
-        invoice.status, invoice.paid_at = Invoice.Status.PAID, now
-    invoice.save()
-    if totals.balance_credit_cents:
-        balance_move(subscription=subscription, kind=BalanceTransaction.Kind.DOWNGRADE_CREDIT,
-                     amount_cents=totals.balance_credit_cents, invoice=invoice, actor=actor,
-                     description=f"Credit from invoice {invoice.number}")
-    audit_record(action="invoice.finalized", tenant=tenant, actor=actor, target=invoice,
-                 after={"number": invoice.number, "total_cents": invoice.total_cents,
-                        "amount_due_cents": invoice.amount_due_cents})
-    event_emit(tenant=tenant, type="invoice.finalized", payload=invoice_event(invoice))
-    has_card = subscription is not None and subscription.default_payment_method_id is not None
-    charge = (collect and invoice.amount_due_cents > 0 and subscription is not None
-              and (has_card or invoice.reason != Invoice.Reason.MANUAL))
-    if charge:
-        schedule_charge(invoice=invoice, attempt=0, due_at=now)
-    if not (charge and has_card):
-        # An invoice charged to the card on file is announced by its receipt (or by the
-        # failure notice), as Stripe does for automatic collection; others are sent now.
-        billing_email(tenant=tenant, template="invoice", subject=f"Invoice {invoice.number}",
-                      context={"invoice": invoice})
-    return invoice
+    return _finalize_many([(subscription, invoice, amounts)], actor=actor, collect=collect)[0]
+
+
+_FINAL_FIELDS = ["number", "status", "subtotal_cents", "credit_applied_cents", "total_cents",
+                 "amount_due_cents", "finalized_at", "due_at", "paid_at"]
+
+
+def _finalize_many(items: list[tuple[Subscription | None, Invoice, list[int]]], *, actor,
+                   collect: bool) -> list[Invoice]:
+    audits, events, charges, invoices = [], [], [], []
+    for subscription, invoice, amounts in items:
+        tenant = invoice.tenant
+        now = clock.now(tenant)
+        totals = invoice_totals(amounts, subscription.balance_cents if subscription else 0)
+        if totals.credit_applied_cents:
+            InvoiceLine.objects.create(
+                invoice=invoice, position=len(amounts), kind=InvoiceLine.Kind.CREDIT,
+                description="Credit from your balance", amount_cents=-totals.credit_applied_cents)
+            balance_move(subscription=subscription, kind=BalanceTransaction.Kind.APPLIED,
+                         amount_cents=-totals.credit_applied_cents, invoice=invoice, actor=actor,
+                         description=f"Applied to invoice {invoice.pk}")
+        invoice.subtotal_cents = totals.subtotal_cents
+        invoice.credit_applied_cents = totals.credit_applied_cents
+        invoice.total_cents = totals.total_cents
+        invoice.amount_due_cents = totals.amount_due_cents
+        invoice.finalized_at = invoice.due_at = now
+        invoice.status = Invoice.Status.OPEN
+        if totals.amount_due_cents == 0:
+            invoice.status, invoice.paid_at = Invoice.Status.PAID, now
+        invoices.append((subscription, invoice, totals))
+    _number(invoices)
+    Invoice.objects.bulk_update([invoice for _s, invoice, _t in invoices], _FINAL_FIELDS)
+    for subscription, invoice, totals in invoices:
+        tenant = invoice.tenant
+        if totals.balance_credit_cents:
+            balance_move(subscription=subscription, kind=BalanceTransaction.Kind.DOWNGRADE_CREDIT,
+                         amount_cents=totals.balance_credit_cents, invoice=invoice, actor=actor,
+                         description=f"Credit from invoice {invoice.number}")
+        audits.append(audit_entry(action="invoice.finalized", tenant=tenant, actor=actor, target=invoice,
+                                  after={"number": invoice.number, "total_cents": invoice.total_cents,
+                                         "amount_due_cents": invoice.amount_due_cents}))
+        events.append((tenant, "invoice.finalized", invoice_event(invoice)))
+        has_card = subscription is not None and subscription.default_payment_method_id is not None
+        charge = (collect and invoice.amount_due_cents > 0 and subscription is not None
+                  and (has_card or invoice.reason != Invoice.Reason.MANUAL))
+        if charge:
+            charges.append(_charge_job(invoice, 0, invoice.finalized_at))
+        if not (charge and has_card):
+            # An invoice charged to the card on file is announced by its receipt (or by
+            # the failure notice), as Stripe does for automatic collection; others now.
+            billing_email(tenant=tenant, template="invoice", subject=f"Invoice {invoice.number}",
+                          context={"invoice": invoice})
+    audit_record_many(audits)
+    event_emit_many(events)
+    if charges:
+        from tenants.services.scheduling import job_schedule_many
+
+        job_schedule_many(charges)
+    return [invoice for _s, invoice, _t in invoices]
+
+
+def _number(invoices: list[tuple]) -> None:
+    """Gapless numbers, in order, for invoices finalised together (one counter update a year)."""
+    by_year: dict[int, list[Invoice]] = {}
+    for _subscription, invoice, _totals in invoices:
+        by_year.setdefault(invoice.finalized_at.year, []).append(invoice)
+    for year, group in by_year.items():
+        last = _next_numbers(year, len(group))
+        for offset, invoice in enumerate(group):
+            invoice.number = f"AER-{year}-{last - len(group) + 1 + offset:06d}"
+
+
+def _charge_job(invoice: Invoice, attempt: int, due_at) -> tuple:
+    return (invoice.tenant, CHARGE_JOB, f"{invoice.pk}:{attempt}", due_at,
+            {"invoice_id": invoice.pk, "attempt": attempt})
 
 
 def schedule_charge(*, invoice: Invoice, attempt: int, due_at) -> None:
-    from tenants.services.scheduling import job_schedule
+    from tenants.services.scheduling import job_schedule_many
 
-    job_schedule(tenant=invoice.tenant, kind=CHARGE_JOB, key=f"{invoice.pk}:{attempt}",
-                 due_at=due_at, payload={"invoice_id": invoice.pk, "attempt": attempt})
+    job_schedule_many([_charge_job(invoice, attempt, due_at)])
 
 
 def invoice_event(invoice: Invoice) -> dict:
@@ -153,10 +217,14 @@ def invoice_event(invoice: Invoice) -> dict:
 
 
 def _locked(invoice_id: int) -> tuple[Subscription | None, Invoice]:
-    subscription_id = Invoice.objects.filter(pk=invoice_id).values_list("subscription_id", flat=True).first()
-    subscription = (Subscription.objects.select_for_update().select_related("tenant")
-                    .get(pk=subscription_id) if subscription_id else None)
-    return subscription, Invoice.objects.select_for_update().select_related("tenant").get(pk=invoice_id)
+    """The invoice and its subscription, locked subscription first. An invoice never
+    changes subscription, so locking through the join is safe."""
+    subscription = (Subscription.objects.select_for_update(of=("self",)).select_related("tenant")
+                    .filter(invoices__pk=invoice_id).first())
+    invoice = Invoice.objects.select_for_update(of=("self",)).select_related("tenant").get(pk=invoice_id)
+    if subscription is not None:
+        invoice.tenant = subscription.tenant
+    return subscription, invoice
 
 
 def invoice_void(*, invoice: Invoice, actor) -> Invoice:
@@ -201,7 +269,7 @@ def _close(invoice: Invoice, status: str, actor) -> None:
 
 
 def invoice_receive(*, subscription: Subscription | None, invoice: Invoice, amount_cents: int,
-                    actor=None) -> Invoice:
+                    actor=None, also_save: list[str] | None = None) -> Invoice:
     """Money received for a locked, payable invoice: the rest stays due; when nothing is
     due it is paid, and a tenant whose overdue invoices are all paid gets full service
     back at once. The caller holds both locks."""
@@ -211,7 +279,7 @@ def invoice_receive(*, subscription: Subscription | None, invoice: Invoice, amou
     now = clock.now(invoice.tenant)
     invoice.amount_paid_cents += amount_cents
     invoice.amount_due_cents -= amount_cents
-    fields = ["amount_paid_cents", "amount_due_cents"]
+    fields = ["amount_paid_cents", "amount_due_cents", *(also_save or [])]
     if invoice.amount_due_cents == 0:
         invoice.status, invoice.paid_at = Invoice.Status.PAID, now
         fields += ["status", "paid_at"]

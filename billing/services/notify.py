@@ -24,7 +24,7 @@ def billing_email(*, tenant, template: str, subject: str, context: dict | None =
 
     def send():
         try:
-            if "invoice" in context:  # the lines, read once for both parts
+            if template == "invoice":  # the lines, read once for both parts
                 context["lines"] = list(context["invoice"].lines.all())
             text = render_to_string(f"emails/{template}.txt", context)
             html = render_to_string(f"emails/{template}.html", context)

@@ -10,7 +10,7 @@ from aerolith.errors import Conflict, ValidationFailed
 from tenants.models import Tenant
 from tenants.services.audit import audit_record
 from tenants.services.events import event_emit
-from tenants.services.scheduling import job_schedule
+from tenants.services.scheduling import job_schedule, job_schedule_many
 
 from .. import enforcement
 from ..decisions import (
@@ -75,20 +75,37 @@ def schedule_trial(subscription: Subscription) -> None:
 
 
 def schedule_renewal(subscription: Subscription) -> None:
-    key = subscription.current_period_end.isoformat()
-    job_schedule(tenant=subscription.tenant, kind=RENEWAL_JOB, key=key,
-                 due_at=subscription.current_period_end, payload={"period_end": key})
+    schedule_renewals([subscription])
+
+
+def schedule_renewals(subscriptions: list[Subscription]) -> None:
+    if subscriptions:
+        job_schedule_many([(s.tenant, RENEWAL_JOB, s.current_period_end.isoformat(),
+                            s.current_period_end, {"period_end": s.current_period_end.isoformat()})
+                           for s in subscriptions])
 
 
 def locked_subscription(tenant) -> Subscription:
-    # The row is locked alone, then read with its plans: when a FOR UPDATE query joins,
+    subscription = locked_subscriptions([tenant]).get(tenant.pk)
+    if subscription is None:
+        raise Conflict("This organisation has no subscription.", code="no_subscription")
+    return subscription
+
+
+def locked_subscriptions(tenants) -> dict[int, Subscription]:
+    """tenant id -> its subscription, locked (in id order, so batches never deadlock)."""
+    # The rows are locked alone, then read with their plans: when a FOR UPDATE query joins,
     # PostgreSQL re-checks the join against the row a concurrent writer left behind, and a
     # plan changed meanwhile would make the subscription vanish from the result.
-    pk = (Subscription.objects.select_for_update().filter(tenant_id=tenant.pk)
-          .values_list("pk", flat=True).first())
-    if pk is None:
-        raise Conflict("This organisation has no subscription.", code="no_subscription")
-    return Subscription.objects.select_related("plan", "pending_plan", "tenant").get(pk=pk)
+    by_id = {tenant.pk: tenant for tenant in tenants}
+    pks = list(Subscription.objects.select_for_update().filter(tenant_id__in=list(by_id))
+               .order_by("pk").values_list("pk", flat=True))
+    found = Subscription.objects.select_related("plan", "pending_plan").filter(pk__in=pks)
+    out = {}
+    for subscription in found:
+        subscription.tenant = by_id[subscription.tenant_id]  # the caller's, clock and all
+        out[subscription.tenant_id] = subscription
+    return out
 
 
 def status_set(subscription: Subscription, status: str, *, actor, action: str, **fields) -> None:

@@ -22,11 +22,11 @@ def _actor(actor) -> tuple[User | None, str]:
     raise TypeError(f"Unknown actor {actor!r}")
 
 
-def audit_record(*, action: str, tenant: Tenant | None = None, actor=None, target=None,
-                 before: dict | None = None, after: dict | None = None) -> AuditEvent:
-    """Append one entry. `actor` is a Principal, a User, a label like "system", or None."""
+def audit_entry(*, action: str, tenant: Tenant | None = None, actor=None, target=None,
+                before: dict | None = None, after: dict | None = None) -> AuditEvent:
+    """One entry, not yet saved (for audit_record_many)."""
     user, label = _actor(actor)
-    return AuditEvent.objects.create(
+    return AuditEvent(
         occurred_at=clock.now(tenant),
         tenant=tenant,
         actor=user,
@@ -38,3 +38,17 @@ def audit_record(*, action: str, tenant: Tenant | None = None, actor=None, targe
         after=after,
         request_id=request_id_var.get(),
     )
+
+
+def audit_record(*, action: str, tenant: Tenant | None = None, actor=None, target=None,
+                 before: dict | None = None, after: dict | None = None) -> AuditEvent:
+    """Append one entry. `actor` is a Principal, a User, a label like "system", or None."""
+    entry = audit_entry(action=action, tenant=tenant, actor=actor, target=target, before=before,
+                        after=after)
+    entry.save(force_insert=True)
+    return entry
+
+
+def audit_record_many(entries: list[AuditEvent]) -> None:
+    """Append many entries in one statement (batch work such as month-end renewal)."""
+    AuditEvent.objects.bulk_create(entries)
