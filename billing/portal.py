@@ -28,6 +28,7 @@ from .services.collection import (
     invoice_pay,
     payment_method_attach,
     payment_method_detach,
+    payment_method_make_default,
 )
 from .services.subscriptions import (
     limit_problems,
@@ -72,6 +73,10 @@ class CardAddForm(forms.Form):
 
 class CardRemoveForm(forms.Form):
     method = forms.IntegerField(widget=forms.HiddenInput, min_value=1)
+
+
+class CardDefaultForm(CardRemoveForm):
+    """The card to charge future invoices to, chosen from the list."""
 
 
 class PlanChangeForm(forms.Form):
@@ -171,6 +176,7 @@ def _billing_page(request, *, status=200, **forms_given):
         "is_owner": request.principal.can(Action.OWN),
         "card_form": CardAddForm(auto_id="card_%s"),
         "remove_form": CardRemoveForm(),
+        "default_form": CardDefaultForm(),
         "change_form": _change_form(request, subscription),
         "resume_form": ActionForm(),
     }
@@ -219,6 +225,26 @@ def card_remove(request):
             messages.success(request, "The card was removed.")
             return redirect("portal:billing")
     return _billing_page(request, status=400, remove_form=form)
+
+
+@require_POST
+@member_required(Action.MANAGE_BILLING)
+def card_make_default(request):
+    form = CardDefaultForm(request.POST)
+    if not form.is_valid():
+        form = action_form()
+        form.add_error(None, "Choose a card from the list to make the default.")
+    else:
+        try:
+            method = payment_method_make_default(
+                tenant=request.tenant, method_id=form.cleaned_data["method"], actor=request.principal)
+        except DomainError as error:
+            apply_errors(form, error)
+        else:
+            messages.success(request, f"{method.brand.title()} ···· {method.last4} is now the default: "
+                                      "future invoices are charged to it.")
+            return redirect("portal:billing")
+    return _billing_page(request, status=400, default_form=form)
 
 
 @require_GET
@@ -393,6 +419,7 @@ urlpatterns = [
     path("billing", billing_page, name="billing"),
     path("billing/cards", card_add, name="billing-card-add"),
     path("billing/cards/remove", card_remove, name="billing-card-remove"),
+    path("billing/cards/default", card_make_default, name="billing-card-default"),
     path("billing/change/preview", change_preview, name="billing-change-preview"),
     path("billing/change", change_confirm, name="billing-change"),
     path("billing/cancel", cancel, name="billing-cancel"),

@@ -19,9 +19,9 @@ def plans_for_tenant(tenant):
 
 
 def subscription_of(tenant):
-    """The tenant's subscription with its plan, or None (the public tenant has none)."""
-    return (Subscription.objects.select_related("plan", "pending_plan", "default_payment_method")
-            .filter(tenant_id=tenant.pk).first())
+    """The tenant's subscription with its plan, or None (the public tenant has none).
+    Lean on purpose: the API-call meter reads it on every request."""
+    return Subscription.objects.select_related("plan").filter(tenant_id=tenant.pk).first()
 
 
 def plan_allowances(plan) -> dict[int, tuple]:

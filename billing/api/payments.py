@@ -1,5 +1,5 @@
-"""Payments and the cards on file (SPEC §10). Adding a card works while suspended: it is
-how a suspended organisation pays and comes back."""
+"""Payments and the cards on file (SPEC §10). Adding a card or making one the default works
+while suspended: it is how a suspended organisation pays and comes back."""
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
@@ -9,7 +9,11 @@ from tenants.permissions import Action
 
 from ..models import Payment, PaymentMethod
 from ..selectors import subscription_of
-from ..services.collection import payment_method_attach, payment_method_detach
+from ..services.collection import (
+    payment_method_attach,
+    payment_method_detach,
+    payment_method_make_default,
+)
 from .common import BILLING_PROBLEMS, CardOut, StrictBooleanField, StrictCharField, positive_id
 
 
@@ -58,6 +62,23 @@ class PaymentMethodIn(serializers.Serializer):
     make_default = StrictBooleanField(default=True)
 
 
+# No braces: DRF formats field error messages with str.format.
+MAKE_DEFAULT_ONLY = ("Give make_default: true to make this card the default. A card stops being the "
+                     "default when you make another card the default (PATCH that card).")
+
+
+class PaymentMethodPatchIn(serializers.Serializer):
+    make_default = StrictBooleanField(
+        help_text="true makes this card the one future invoices are charged to; only true is "
+                  "accepted (to change the default, make another card the default)",
+        error_messages={"required": MAKE_DEFAULT_ONLY, "null": MAKE_DEFAULT_ONLY})
+
+    def validate_make_default(self, value):
+        if value is not True:
+            raise serializers.ValidationError(MAKE_DEFAULT_ONLY, code="must_be_true")
+        return value
+
+
 def _default_id(tenant) -> int | None:
     subscription = subscription_of(tenant)
     return subscription.default_payment_method_id if subscription else None
@@ -98,8 +119,19 @@ class PaymentMethodListCreate(generics.ListAPIView):
 
 
 class PaymentMethodDetail(APIView):
-    required_actions = {"DELETE": Action.MANAGE_BILLING}
+    # Suspended organisations may switch to a working card: that is how they pay and come back.
+    required_actions = {"PATCH": Action.MANAGE_BILLING, "DELETE": Action.MANAGE_BILLING}
     allowed_when_suspended = True
+
+    @extend_schema(request=PaymentMethodPatchIn, responses={200: PaymentMethodOut, **BILLING_PROBLEMS},
+                   summary="Make a card on file the default for future invoices")
+    def patch(self, request, pk):
+        data = PaymentMethodPatchIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        method = payment_method_make_default(tenant=request.tenant, method_id=positive_id(pk, "card"),
+                                             actor=request.auth)
+        context = {"default_payment_method_id": _default_id(request.tenant)}
+        return Response(PaymentMethodOut(method, context=context).data)
 
     @extend_schema(responses={204: None, **BILLING_PROBLEMS},
                    summary="Remove a card; the newest other card becomes the default")

@@ -61,6 +61,27 @@ def payment_method_detach(*, tenant, method_id: int, actor) -> None:
         audit_record(action="payment_method.detached", tenant=tenant, actor=actor, target=method)
 
 
+def payment_method_make_default(*, tenant, method_id: int, actor) -> PaymentMethod:
+    """Make a card already on file the one future invoices are charged to. A no-op (nothing
+    audited) when it already is. Raises NotFound for a card that is not this tenant's or
+    was removed."""
+    with transaction.atomic():
+        subscription = locked_subscription(tenant)
+        method = PaymentMethod.objects.filter(tenant=tenant, pk=method_id, detached_at__isnull=True).first()
+        if method is None:
+            raise NotFound("No such card on file.", code="payment_method_not_found")
+        previous_id = subscription.default_payment_method_id
+        if previous_id == method.pk:
+            return method
+        subscription.default_payment_method = method
+        subscription.save(update_fields=["default_payment_method"])
+        audit_record(action="payment_method.made_default", tenant=tenant, actor=actor, target=method,
+                     before={"default_payment_method": previous_id},
+                     after={"default_payment_method": method.pk, "brand": method.brand,
+                            "last4": method.last4})
+    return method
+
+
 def _charge(subscription: Subscription, invoice: Invoice, key: str, attempt: int, actor) -> Payment:
     method = subscription.default_payment_method
     existing = Payment.objects.filter(idempotency_key=key).first()

@@ -4,10 +4,12 @@ from datetime import timedelta
 
 import pytest
 
-from billing.models import Invoice, Payment, PaymentMethod
-from billing.services.collection import payment_method_attach
+from aerolith import clock
+from aerolith.errors import NotFound
+from billing.models import Invoice, Payment, PaymentMethod, Subscription
+from billing.services.collection import payment_method_attach, payment_method_make_default
 from billing.services.invoices import invoice_void
-from tenants.models import Tenant
+from tenants.models import AuditEvent, Tenant
 from tenants.services.clocks import tenant_clock_advance
 
 from ..conftest import api_client, assert_problem, make_key, owner_principal
@@ -95,6 +97,161 @@ def test_cards_of_another_tenant_cannot_be_seen_or_removed(alice, charlie):
     before = billing_state(alice)
     assert_problem(client.delete(f"{PMS}/{theirs.pk}"), 404, "payment_method_not_found")
     assert billing_state(alice) == before
+
+
+# --- making a card the default ----------------------------------------------------------------
+
+def _make_default(client, card_id, body=None):
+    return client.patch(f"{PMS}/{card_id}", {"make_default": True} if body is None else body,
+                        format="json")
+
+
+def _two_cards(tenant):
+    """visa (the default, attached first) and mastercard (on file, not the default)."""
+    visa = _attach(tenant, "pm_card_visa")
+    master = payment_method_attach(tenant=tenant, gateway_id="pm_card_mastercard", make_default=False,
+                                   actor=owner_principal(tenant))
+    assert subscription(tenant).default_payment_method_id == visa.pk
+    return visa, master
+
+
+@pytest.mark.django_db
+def test_a_card_on_file_is_made_the_default_again(alice):
+    visa, master = _two_cards(alice)
+    client = client_as(alice)
+    response = _make_default(client, master.pk)
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body == {"id": master.pk, "kind": master.kind, "brand": "mastercard", "last4": "4444",
+                    "exp_month": master.exp_month, "exp_year": master.exp_year, "is_default": True,
+                    "created_at": body["created_at"]}
+    assert subscription(alice).default_payment_method_id == master.pk
+    rows = client.get(PMS).json()["results"]
+    assert {(r["id"], r["is_default"]) for r in rows} == {(visa.pk, False), (master.pk, True)}
+    assert client.get("/api/v1/subscription").json()["default_payment_method"]["id"] == master.pk
+    # and back: the card attaching refused as already_attached is the default once more
+    assert _make_default(client, visa.pk).json()["is_default"] is True
+    assert subscription(alice).default_payment_method_id == visa.pk
+    events = AuditEvent.objects.filter(tenant=alice, action="payment_method.made_default")
+    assert [e.target_id for e in events.order_by("id")] == [str(master.pk), str(visa.pk)]
+
+
+@pytest.mark.django_db
+def test_making_the_default_card_the_default_changes_nothing(alice):
+    visa, _master = _two_cards(alice)
+    client = client_as(alice)
+    before = billing_state(alice)
+    response = _make_default(client, visa.pk)
+    assert response.status_code == 200, response.content
+    assert response.json()["id"] == visa.pk and response.json()["is_default"] is True
+    assert billing_state(alice) == before  # no audit entry either
+    assert not AuditEvent.objects.filter(tenant=alice, action="payment_method.made_default").exists()
+
+
+@pytest.mark.django_db
+def test_making_an_unknown_removed_or_foreign_card_the_default_is_not_found(alice, bob, charlie):
+    _visa, master = _two_cards(alice)
+    bobs = _attach(bob, "pm_card_amex")
+    client = client_as(alice)
+    assert client.delete(f"{PMS}/{master.pk}").status_code == 204
+    before, bob_before = billing_state(alice), billing_state(bob)
+    for card_id in (master.pk, bobs.pk, 99999999):
+        problem = assert_problem(_make_default(client, card_id), 404, "payment_method_not_found")
+        assert problem["detail"] == "No such card on file."
+    for bad in ("abc", "0", "-1", "99999999999999999999999", "1.5"):
+        assert_problem(_make_default(client, bad), 404)
+    # charlie, who has no card at all, finds neither of theirs
+    for card_id in (bobs.pk, _visa.pk):
+        assert_problem(_make_default(client_as(charlie), card_id), 404, "payment_method_not_found")
+    assert billing_state(alice) == before and billing_state(bob) == bob_before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("body", "code"), [
+    ({"make_default": False}, "must_be_true"),
+    ({}, "required"),
+    ({"make_default": None}, "null"),
+    ({"make_default": "true"}, "invalid"),
+    ({"make_default": 1}, "invalid"),
+    ([], "invalid"),
+])
+def test_a_bad_make_default_body_is_refused_and_nothing_changes(alice, body, code):
+    _visa, master = _two_cards(alice)
+    client = client_as(alice)
+    before = billing_state(alice)
+    problem = assert_problem(_make_default(client, master.pk, body), 400, "validation_error")
+    assert code in {e["code"] for e in problem["errors"]}, problem
+    if code in ("must_be_true", "required", "null"):
+        error = problem["errors"][0]
+        assert error["field"] == "make_default"
+        assert "make another card the default" in error["detail"], error
+    assert billing_state(alice) == before
+    assert_problem(client.patch(f"{PMS}/{master.pk}", "{", content_type="application/json"), 400,
+                   "malformed_request")
+    assert_problem(client.patch(f"{PMS}/{master.pk}", {"make_default": True}), 415)
+    assert billing_state(alice) == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["viewer", "developer"])
+def test_viewers_and_developers_cannot_make_a_card_the_default(alice, role):
+    _visa, master = _two_cards(alice)
+    member = client_as(alice, role)
+    reader = api_client("alice", make_key(alice, ["read"], name="reader"))
+    before = billing_state(alice)
+    assert_problem(_make_default(member, master.pk), 403, "role_not_allowed")
+    assert_problem(_make_default(reader, master.pk), 403, "insufficient_scope")
+    assert billing_state(alice) == before
+
+
+@pytest.mark.django_db
+def test_the_billing_role_and_a_billing_key_make_a_card_the_default(alice):
+    visa, master = _two_cards(alice)
+    assert _make_default(client_as(alice, "billing"), master.pk).status_code == 200
+    key = api_client("alice", make_key(alice, ["billing:write"]))
+    assert _make_default(key, visa.pk).status_code == 200
+    assert subscription(alice).default_payment_method_id == visa.pk
+
+
+@pytest.mark.django_db
+def test_a_suspended_tenant_switches_to_a_working_card_and_pays(alice):
+    convert(alice)  # paid with visa
+    declined = payment_method_attach(tenant=alice, gateway_id="pm_card_chargeDeclined",
+                                     actor=owner_principal(alice))
+    visa = PaymentMethod.objects.get(tenant=alice, gateway_id="pm_card_visa")
+    Subscription.objects.filter(tenant=alice).update(status="suspended", suspended_at=clock.now(alice),
+                                                     past_due_since=clock.now(alice))
+    Tenant.objects.filter(pk=alice.pk).update(status="suspended")
+    invoice = open_invoice(alice, cents=2000)
+    client = client_as(alice)
+    assert_problem(client.post("/api/v1/subscription/change", {"plan": "professional"}, format="json"),
+                   402, "account_suspended")  # writes are refused ...
+    assert_problem(_pay(client, invoice.number), 402, "card_declined")  # ... and the default declines
+    response = _make_default(client, visa.pk)  # ... but switching cards works
+    assert response.status_code == 200, response.content
+    assert response.json()["is_default"] is True
+    assert subscription(alice).default_payment_method_id == visa.pk != declined.pk
+    paid = _pay(client, invoice.number)
+    assert paid.status_code == 200, paid.content
+    assert paid.json()["status"] == "succeeded" and paid.json()["account_status"] == "active"
+    assert Payment.objects.get(pk=paid.json()["payment_id"]).payment_method_id == visa.pk
+
+
+@pytest.mark.django_db
+def test_making_a_card_the_default_is_audited_once(alice):
+    visa, master = _two_cards(alice)
+    actor = owner_principal(alice)
+    method = payment_method_make_default(tenant=alice, method_id=master.pk, actor=actor)
+    assert method.pk == master.pk
+    payment_method_make_default(tenant=alice, method_id=master.pk, actor=actor)  # a no-op
+    event = AuditEvent.objects.get(tenant=alice, action="payment_method.made_default")
+    assert (event.target_type, event.target_id) == ("billing.paymentmethod", str(master.pk))
+    assert event.before == {"default_payment_method": visa.pk}
+    assert event.after == {"default_payment_method": master.pk, "brand": "mastercard", "last4": "4444"}
+    assert event.actor.email == "owner@alice.test"
+    with pytest.raises(NotFound) as refused:
+        payment_method_make_default(tenant=alice, method_id=master.pk + 1000, actor=actor)
+    assert refused.value.code == "payment_method_not_found"
 
 
 # --- paying ---------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from django.test import Client
 
 from aerolith import clock
 from billing.models import Invoice, PaymentMethod, Subscription
-from billing.services.collection import payment_method_attach
+from billing.services.collection import payment_method_attach, payment_method_detach
 from metering.services.ingest import usage_ingest
 from tenants.models import Tenant, User
 from tenants.services.clocks import tenant_clock_advance, tenant_clock_attach
@@ -193,6 +193,73 @@ def test_removing_a_card_that_is_not_ours_is_refused(alice, bob, value, message)
     before, bob_before = state(alice), state(bob)
     page = portal(alice).post("/billing/cards/remove", {"method": bobs.pk if value == "bob" else value})
     assert page.status_code == 400 and message in html(page)
+    assert state(alice) == before and state(bob) == bob_before
+
+
+@pytest.mark.django_db
+def test_owner_makes_another_card_the_default(alice):
+    visa = payment_method_attach(tenant=alice, gateway_id="pm_card_visa", actor=owner_principal(alice))
+    master = payment_method_attach(tenant=alice, gateway_id="pm_card_mastercard", make_default=False,
+                                   actor=owner_principal(alice))
+    client = portal(alice)
+    text = html(client.get("/billing"))
+    # one button, on the card that is not the default
+    assert text.count("Make default") == 1
+    assert 'action="/billing/cards/default"' in text and f'name="method" value="{master.pk}"' in text
+    response = client.post("/billing/cards/default", {"method": master.pk})
+    assert response.status_code == 302 and response["Location"] == "/billing"
+    assert Subscription.objects.get(tenant=alice).default_payment_method_id == master.pk
+    text = html(client.get("/billing"))
+    assert "Mastercard ···· 4444 is now the default" in text
+    assert text.count("Make default") == 1 and f'name="method" value="{visa.pk}"' in text
+    assert client.post("/billing/cards/default", {"method": visa.pk}).status_code == 302
+    assert Subscription.objects.get(tenant=alice).default_payment_method_id == visa.pk
+
+
+@pytest.mark.django_db
+def test_the_make_default_button_needs_the_csrf_token(alice):
+    payment_method_attach(tenant=alice, gateway_id="pm_card_visa", actor=owner_principal(alice))
+    master = payment_method_attach(tenant=alice, gateway_id="pm_card_mastercard", make_default=False,
+                                   actor=owner_principal(alice))
+    client = Client(HTTP_HOST=host_of("alice"), enforce_csrf_checks=True)
+    client.force_login(User.objects.get(email="owner@alice.test"))
+    before = state(alice)
+    assert client.post("/billing/cards/default", {"method": master.pk}).status_code == 403
+    assert state(alice) == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["viewer", "developer"])
+def test_members_without_billing_rights_cannot_make_a_card_the_default(alice, role):
+    payment_method_attach(tenant=alice, gateway_id="pm_card_visa", actor=owner_principal(alice))
+    master = payment_method_attach(tenant=alice, gateway_id="pm_card_mastercard", make_default=False,
+                                   actor=owner_principal(alice))
+    client = member(alice, role)
+    assert "Make default" not in html(client.get("/billing"))
+    before = state(alice)
+    response = client.post("/billing/cards/default", {"method": master.pk})
+    assert response.status_code == 403 and "cannot" in html(response)
+    assert state(alice) == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value, message", [
+    ("", "Choose a card from the list to make the default."),
+    ("abc", "Choose a card from the list to make the default."),
+    ("99999999", "No such card on file."),
+    ("removed", "No such card on file."),
+    ("bob", "No such card on file."),  # another tenant's card
+])
+def test_making_a_card_that_is_not_ours_the_default_is_refused(alice, bob, value, message):
+    payment_method_attach(tenant=alice, gateway_id="pm_card_visa", actor=owner_principal(alice))
+    removed = payment_method_attach(tenant=alice, gateway_id="pm_card_mastercard", make_default=False,
+                                    actor=owner_principal(alice))
+    payment_method_detach(tenant=alice, method_id=removed.pk, actor=owner_principal(alice))
+    bobs = payment_method_attach(tenant=bob, gateway_id="pm_card_amex", actor=owner_principal(bob))
+    before, bob_before = state(alice), state(bob)
+    method = {"bob": bobs.pk, "removed": removed.pk}.get(value, value)
+    page = portal(alice).post("/billing/cards/default", {"method": method})
+    assert page.status_code == 400 and 'class="errorlist"' in html(page) and message in html(page)
     assert state(alice) == before and state(bob) == bob_before
 
 

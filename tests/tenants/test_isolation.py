@@ -68,6 +68,8 @@ ENDPOINTS = {
     "payment-methods-attach": Endpoint("post", "/api/v1/payment-methods",
                                        {"stripe_payment_method": "pm_card_mastercard",
                                         "make_default": True}),
+    "payment-methods-make-default": Endpoint("patch", "/api/v1/payment-methods/{payment_method_id}",
+                                             {"make_default": True}),
     "payment-methods-delete": Endpoint("delete", "/api/v1/payment-methods/{payment_method_id}"),
     "members-list": Endpoint("get", "/api/v1/members"),
     "members-retrieve": Endpoint("get", "/api/v1/members/{member_id}"),
