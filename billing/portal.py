@@ -31,7 +31,6 @@ from .services.collection import (
     payment_method_make_default,
 )
 from .services.subscriptions import (
-    limit_problems,
     plan_for_change,
     preview_change,
     subscription_cancel,
@@ -261,17 +260,11 @@ def change_preview(request):
         except DomainError as error:
             apply_errors(form, error)
         else:
-            problems = []
-            if preview.when == "now" or preview.direction == "downgrade":
-                problems = limit_problems(request.tenant, plan, clock.now(request.tenant), subscription)
-            for problem in problems:
-                form.add_error("plan", problem)
-            if not problems:
-                confirm = ConfirmChangeForm(initial={
-                    "plan": plan.code, "when": preview.when,
-                    "proration_at": preview.proration_at.isoformat()})
-                return render(request, "portal/billing_preview.html",
-                              {"subscription": subscription, "preview": preview, "confirm": confirm})
+            confirm = ConfirmChangeForm(initial={
+                "plan": plan.code, "when": preview.when,
+                "proration_at": preview.proration_at.isoformat()})
+            return render(request, "portal/billing_preview.html",
+                          {"subscription": subscription, "preview": preview, "confirm": confirm})
     return _billing_page(request, status=400, change_form=form)
 
 

@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.utils.html import format_html, format_html_join
 
 from aerolith import clock
+from aerolith.admin import ReadOnlyAdmin
 from aerolith.charts import bar_chart, gauge
 from aerolith.money import cents_to_text
 from billing.selectors import subscription_of
@@ -50,7 +51,7 @@ class MeterAdmin(admin.ModelAdmin):
 
 
 @admin.register(TenantUsage)
-class TenantUsageAdmin(admin.ModelAdmin):
+class TenantUsageAdmin(ReadOnlyAdmin):
     list_display = ["name", "slug", "status", "api_calls_this_period"]
     list_filter = ["status"]
     search_fields = ["name", "slug"]
@@ -60,15 +61,6 @@ class TenantUsageAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).exclude(schema_name="public")
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     @admin.display(description="API calls this period (live)")
     def api_calls_this_period(self, obj):

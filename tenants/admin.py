@@ -6,6 +6,7 @@ from django.db import transaction
 from django.utils.html import format_html, format_html_join
 from django_tenants.utils import tenant_context
 
+from aerolith.admin import CappedPaginator, ReadOnlyAdmin
 from aerolith.errors import DomainError
 
 from .models import (
@@ -146,17 +147,6 @@ class UserAdmin(DjangoUserAdmin):
     inlines = []
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(Membership)
 class MembershipAdmin(ReadOnlyAdmin):
     list_display = ["user", "tenant", "role", "created_at", "accepted_at"]
@@ -173,6 +163,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
     search_fields = ["actor_label", "action", "target_id", "request_id"]
     date_hierarchy = "occurred_at"
     show_full_result_count = False
+    paginator = CappedPaginator
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("tenant")

@@ -95,3 +95,21 @@ def assert_problem(response, status: int, code: str | None = None) -> dict:
     if code is not None:
         assert body["code"] == code, body
     return body
+
+
+def portal_user(tenant: Tenant, email: str | None = None):
+    """A portal client on `tenant`'s domain, logged in as `email` (default: its owner)."""
+    from django.test import Client
+
+    from tenants.models import User
+
+    client = Client(HTTP_HOST=host_of(tenant.slug))
+    client.force_login(User.objects.get(email=email or f"owner@{tenant.slug}.test"))
+    return client
+
+
+def portal_member(tenant: Tenant, role: str):
+    """A portal client of a new member of `tenant` with `role`."""
+    email = f"{role}@{tenant.slug}.test"
+    add_member(tenant, email, role)
+    return portal_user(tenant, email)

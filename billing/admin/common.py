@@ -1,12 +1,10 @@
-"""Pieces the billing console shares: a paginator that stays fast on big tables, money
-as staff read and type it, read-only history admins and per-object action reports."""
+"""Pieces the billing console shares: money as staff read and type it, and per-object
+action reports. (Read-only admins and the capped paginator are in aerolith/admin.py.)"""
 import re
 
 from django import forms
-from django.contrib import admin, messages
-from django.core.paginator import Paginator
+from django.contrib import messages
 from django.urls import reverse
-from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from aerolith.errors import DomainError
@@ -14,21 +12,6 @@ from aerolith.money import cents_to_text
 
 MAX_DIGITS = 10  # whole dollars: under ten billion, far inside a bigint of cents
 _AMOUNT = re.compile(rf"^(?P<sign>-?)\$?(?P<whole>[0-9]{{1,{MAX_DIGITS}}})(?:\.(?P<cents>[0-9]{{1,2}}))?$")
-
-
-class CappedPaginator(Paginator):
-    """Counts at most `cap` rows (`SELECT count(*) FROM (… LIMIT cap)`), so a change list
-    of millions of invoices or payments opens as fast as one of a hundred. Staff narrow
-    such lists with filters and search rather than paging past the cap."""
-
-    cap = 10_000
-
-    @cached_property
-    def count(self) -> int:
-        try:
-            return self.object_list[: self.cap].count()
-        except (AttributeError, TypeError):  # not a queryset
-            return min(len(self.object_list), self.cap)
 
 
 def usd(cents: int | None) -> str:
@@ -96,16 +79,3 @@ def report_each(model_admin, request, objects, operation) -> int:
             done += 1
             model_admin.message_user(request, f"{obj}: {text}", messages.SUCCESS)
     return done
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """History that only services write: viewable, never added, changed or deleted here."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

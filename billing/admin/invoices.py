@@ -12,6 +12,7 @@ from django.db.models import OuterRef, Subquery
 from django.shortcuts import redirect
 
 from aerolith import clock
+from aerolith.admin import CappedPaginator
 from aerolith.errors import DomainError
 
 from ..decisions import LineDraft
@@ -23,7 +24,7 @@ from ..services.invoices import (
     invoice_mark_uncollectible,
     invoice_void,
 )
-from .common import CappedPaginator, admin_link, report_each, short_time, usd
+from .common import admin_link, report_each, short_time, usd
 from .invoice_forms import AdjustmentFormSet, AdjustmentLineForm, ManualInvoiceForm
 from .invoice_pages import InvoicePagesMixin, attachment
 

@@ -2,8 +2,10 @@
 tenants' balance ledger. Services write them; staff look."""
 from django.contrib import admin
 
+from aerolith.admin import CappedPaginator, ReadOnlyAdmin
+
 from ..models import BalanceTransaction, Payment, PaymentMethod
-from .common import CappedPaginator, ReadOnlyAdmin, admin_link, usd
+from .common import admin_link, usd
 
 
 class DeclinedFilter(admin.SimpleListFilter):

@@ -8,12 +8,13 @@ from django.shortcuts import redirect
 from django.utils.html import format_html, format_html_join
 
 from aerolith import clock
+from aerolith.admin import ReadOnlyAdmin
 from tenants.models import ScheduledJob, TestClock
 from tenants.services.audit import audit_record
 
 from ..models import BillingSettings, Invoice, Payment, Subscription
 from ..selectors import billing_settings
-from .common import ReadOnlyAdmin, admin_link, short_time, usd
+from .common import admin_link, short_time, usd
 
 UNPAID = [Invoice.Status.OPEN, Invoice.Status.UNCOLLECTIBLE]
 JOBS_SHOWN = 20

@@ -6,15 +6,12 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from aerolith import clock
-from aerolith.errors import NotFound, ValidationFailed
+from aerolith.errors import NotFound
 from tenants.permissions import Action
 
-from ..decisions import LineDraft
-from ..models import InvoiceLine, Subscription
+from ..models import Subscription
 from ..selectors import subscription_of
 from ..services.subscriptions import (
-    limit_problems,
     plan_for_change,
     preview_change,
     subscription_cancel,
@@ -25,9 +22,6 @@ from .common import BILLING_PROBLEMS, CardOut, LineOut, StrictBooleanField, Stri
 from .invoices import InvoiceOut
 
 WHEN = ["now", "period_end"]
-# invoice_finalize adds this line when the balance pays part of an invoice; the preview
-# shows it too, so that its lines are the invoice's lines.
-BALANCE_CREDIT_LINE = "Credit from your balance"
 
 
 def current_subscription(tenant) -> Subscription:
@@ -109,16 +103,7 @@ class SubscriptionPreviewView(APIView):
         subscription = current_subscription(tenant)
         plan = plan_for_change(tenant, data["plan"])
         preview = preview_change(subscription=subscription, plan=plan, when=data.get("when"))
-        # What subscription_change would refuse for this plan, said before the user confirms.
-        if preview.when == "now" or preview.direction == "downgrade":
-            problems = limit_problems(tenant, plan, clock.now(tenant), subscription)
-            if problems:
-                raise ValidationFailed({"plan": [("limit_below_usage", p) for p in problems]},
-                                       detail=" ".join(problems))
-        lines = list(preview.lines)
-        if preview.credit_applied_cents:
-            lines.append(LineDraft(InvoiceLine.Kind.CREDIT, BALANCE_CREDIT_LINE,
-                                   -preview.credit_applied_cents))
+        lines = preview.invoice_lines
         return Response(PreviewOut({
             "plan": plan.code, "direction": preview.direction, "when": preview.when,
             "proration_at": preview.proration_at, "effective_at": preview.effective_at,

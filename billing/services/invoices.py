@@ -19,6 +19,7 @@ from ..models import BalanceTransaction, Invoice, InvoiceCounter, InvoiceLine, S
 from .notify import billing_email
 
 CHARGE_JOB = "billing.invoice_charge"
+BALANCE_CREDIT_DESCRIPTION = "Credit from your balance"
 
 
 def _actor_label(actor) -> str:
@@ -145,7 +146,7 @@ def _finalize_many(items: list[tuple[Subscription | None, Invoice, list[int]]], 
         if totals.credit_applied_cents:
             InvoiceLine.objects.create(
                 invoice=invoice, position=len(amounts), kind=InvoiceLine.Kind.CREDIT,
-                description="Credit from your balance", amount_cents=-totals.credit_applied_cents)
+                description=BALANCE_CREDIT_DESCRIPTION, amount_cents=-totals.credit_applied_cents)
             balance_move(subscription=subscription, kind=BalanceTransaction.Kind.APPLIED,
                          amount_cents=-totals.credit_applied_cents, invoice=invoice, actor=actor,
                          description=f"Applied to invoice {invoice.pk}")

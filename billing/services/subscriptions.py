@@ -20,9 +20,9 @@ from ..decisions import (
     period_end_after,
     proration_lines,
 )
-from ..models import Invoice, Plan, Subscription
+from ..models import Invoice, InvoiceLine, Plan, Subscription
 from ..selectors import billing_settings, plans_for_tenant
-from .invoices import invoice_issue
+from .invoices import BALANCE_CREDIT_DESCRIPTION, invoice_issue
 from .notify import billing_email
 
 RENEWAL_JOB = "billing.renewal"
@@ -180,6 +180,14 @@ class ChangePreview:
     balance_credit_cents: int
     effective_at: datetime
 
+    @property
+    def invoice_lines(self) -> list[LineDraft]:
+        """The lines as the invoice will show them, the balance's credit line included."""
+        if not self.credit_applied_cents:
+            return list(self.lines)
+        return [*self.lines, LineDraft(InvoiceLine.Kind.CREDIT, BALANCE_CREDIT_DESCRIPTION,
+                                       -self.credit_applied_cents)]
+
 
 def _check_change(subscription: Subscription, plan: Plan) -> None:
     if subscription.status in (Status.SUSPENDED, Status.CANCELLED):
@@ -192,7 +200,8 @@ def _check_change(subscription: Subscription, plan: Plan) -> None:
 def preview_change(*, subscription: Subscription, plan: Plan, when: str | None,
                    at: datetime | None = None) -> ChangePreview:
     """The exact lines and amounts `subscription_change` will invoice for the same
-    arguments and `proration_at` (SPEC §3). Writes nothing."""
+    arguments and `proration_at` (SPEC §3), and what it would refuse (ValidationFailed
+    `limit_below_usage` when the plan's limits are below current usage). Writes nothing."""
     now = clock.now(subscription.tenant)
     at = at or now.replace(microsecond=0)
     _check_change(subscription, plan)
@@ -211,6 +220,11 @@ def preview_change(*, subscription: Subscription, plan: Plan, when: str | None,
                                 new_name=plan.name, new_price_cents=plan.price_cents,
                                 start=subscription.current_period_start,
                                 end=subscription.current_period_end, at=at)
+    if when == "now" or direction == "downgrade":
+        problems = limit_problems(subscription.tenant, plan, now, subscription)
+        if problems:
+            raise ValidationFailed({"plan": [("limit_below_usage", p) for p in problems]},
+                                   detail=" ".join(problems))
     totals = invoice_totals([line.amount_cents for line in lines], subscription.balance_cents)
     effective = at if when == "now" else subscription.current_period_end
     return ChangePreview(plan, direction, when, at, lines, totals.subtotal_cents,
@@ -230,11 +244,6 @@ def subscription_change(*, tenant, plan_code: str, when: str | None = None, acto
         plan = _choosable_plan(tenant, plan_code)
         preview = preview_change(subscription=subscription, plan=plan, when=when, at=proration_at)
         now = clock.now(tenant)
-        if preview.when == "now" or preview.direction == "downgrade":
-            problems = limit_problems(tenant, plan, now, subscription)
-            if problems:
-                raise ValidationFailed({"plan": [("limit_below_usage", p) for p in problems]},
-                                       detail=" ".join(problems))
         old = subscription.plan
         invoice = None
         if preview.when == "period_end":

@@ -272,7 +272,7 @@ def test_list_queries_do_not_grow_with_rows(console, alice, bob, page):
 
 
 def test_capped_paginator_counts_at_most_its_cap(alice):
-    from billing.admin.common import CappedPaginator
+    from aerolith.admin import CappedPaginator
 
     for cents in (100, 200, 300):
         make_invoice(alice, cents)

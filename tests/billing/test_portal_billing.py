@@ -12,21 +12,13 @@ from billing.services.collection import payment_method_attach, payment_method_de
 from metering.services.ingest import usage_ingest
 from tenants.models import Tenant, User
 from tenants.services.clocks import tenant_clock_advance, tenant_clock_attach
-from tests.conftest import add_member, host_of, owner_principal
+from tests.conftest import host_of, owner_principal
+from tests.conftest import portal_member as member
+from tests.conftest import portal_user as portal
 
 DAY = 86400
 
 
-def portal(tenant, email=None) -> Client:
-    client = Client(HTTP_HOST=host_of(tenant.slug))
-    client.force_login(User.objects.get(email=email or f"owner@{tenant.slug}.test"))
-    return client
-
-
-def member(tenant, role) -> Client:
-    email = f"{role}@{tenant.slug}.test"
-    add_member(tenant, email, role)
-    return portal(tenant, email)
 
 
 def converted(tenant, card="pm_card_visa") -> Subscription:

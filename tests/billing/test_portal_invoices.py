@@ -10,21 +10,10 @@ from billing.decisions import LineDraft
 from billing.models import Invoice, Payment, Subscription
 from billing.services.collection import invoice_pay, payment_method_attach
 from billing.services.invoices import invoice_void
-from tenants.models import User
 from tests.billing.test_pdf import make_invoice
-from tests.conftest import add_member, host_of, owner_principal
-
-
-def portal(tenant, email=None) -> Client:
-    client = Client(HTTP_HOST=host_of(tenant.slug))
-    client.force_login(User.objects.get(email=email or f"owner@{tenant.slug}.test"))
-    return client
-
-
-def member(tenant, role) -> Client:
-    email = f"{role}@{tenant.slug}.test"
-    add_member(tenant, email, role)
-    return portal(tenant, email)
+from tests.conftest import host_of, owner_principal
+from tests.conftest import portal_member as member
+from tests.conftest import portal_user as portal
 
 
 def html(response) -> str:
