@@ -3,9 +3,11 @@ All live in the public schema, because staff query them across tenants (SPEC §2
 from .invoices import Invoice, InvoiceCounter, InvoiceLine
 from .payments import BalanceTransaction, Payment, PaymentMethod
 from .plans import Plan, PlanMeter
+from .stripe import Dispute, Refund, StripeCustomer, StripeEvent
 from .subscriptions import BillingSettings, Subscription
 
 __all__ = [
-    "BalanceTransaction", "BillingSettings", "Invoice", "InvoiceCounter", "InvoiceLine",
-    "Payment", "PaymentMethod", "Plan", "PlanMeter", "Subscription",
+    "BalanceTransaction", "BillingSettings", "Dispute", "Invoice", "InvoiceCounter", "InvoiceLine",
+    "Payment", "PaymentMethod", "Plan", "PlanMeter", "Refund", "StripeCustomer", "StripeEvent",
+    "Subscription",
 ]

@@ -59,6 +59,11 @@ class Payment(models.Model):
     decline_code = models.CharField(max_length=60, blank=True)
     failure_message = models.CharField(max_length=300, blank=True)
     hard_decline = models.BooleanField(default=False)
+    action_url = models.URLField(max_length=500, blank=True,
+                                 help_text="Where the customer confirms a payment that requires action (3-D Secure).")
+    refunded_cents = models.BigIntegerField(default=0)
+    gateway_updated = models.BigIntegerField(
+        null=True, blank=True, help_text="Time of the newest gateway event applied (Unix s); older ones are ignored.")
     recorded_by = models.ForeignKey("tenants.User", null=True, blank=True, on_delete=models.SET_NULL,
                                     related_name="+")
     created_at = models.DateTimeField(default=clock.wall_now)
