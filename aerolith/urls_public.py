@@ -1,9 +1,11 @@
 """URLs of the public domain: pricing, signup, login, the staff console, the API's public
-endpoints and its documentation. Health checks answer on every host (middleware)."""
+endpoints and its documentation, and the payment processors' webhooks. Health checks
+answer on every host (middleware)."""
 from django.contrib import admin
 from django.urls import include, path
 
 from aerolith.api.urls import public_api
+from billing.webhooks import stripe_webhook
 from tenants.portal import urls as portal_urls
 
 handler404 = "aerolith.api.views.not_found"
@@ -12,6 +14,7 @@ handler500 = "aerolith.api.views.server_error"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(public_api)),
+    path("webhooks/stripe/", stripe_webhook, name="stripe-webhook"),
     path("", include("aerolith.api.docs")),
     path("", include((portal_urls.public_patterns, "portal"))),
 ]

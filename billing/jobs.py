@@ -5,7 +5,7 @@ from datetime import datetime
 
 from tenants.services.scheduling import job_batch_handler, job_handler
 
-from .services import collection, dunning, renewal, subscriptions
+from .services import collection, crypto, dunning, renewal, subscriptions
 
 
 def _at(payload: dict, name: str) -> datetime:
@@ -46,3 +46,10 @@ def _grace_end(job):
 @job_handler(dunning.SUSPENSION_END_JOB, tenant_schema=False)
 def _suspension_end(job):
     dunning.suspension_end(tenant=job.tenant, suspended_at=_at(job.payload, "suspended_at"))
+
+
+@job_handler(crypto.QUOTE_EXPIRE_JOB, tenant_schema=False)
+def _crypto_quote_expire(job):
+    # Looks at the chain first, so a payment sent in time is never taken for a late one;
+    # an unreachable chain fails the job, which is tried again.
+    crypto.quote_refresh(quote_id=job.payload["quote_id"])

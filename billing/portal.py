@@ -10,7 +10,7 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import path
+from django.urls import path, reverse
 from django.utils.dateparse import parse_datetime
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -19,10 +19,18 @@ from aerolith.errors import DomainError
 from aerolith.money import usd
 from tenants.permissions import Action
 from tenants.portal.access import member_required
+from tenants.selectors import tenant_url
 
 from .models import Invoice, Payment, PaymentMethod
 from .pdf import invoice_pdf
 from .selectors import billing_settings, invoices_of, plans_for_tenant, subscription_of
+from .services.cards import (
+    card_setup_complete,
+    card_setup_start,
+    payment_awaiting_action,
+    payment_confirm_return,
+    payment_confirm_start,
+)
 from .services.collection import (
     invoice_for_number,
     invoice_pay,
@@ -65,8 +73,8 @@ class CardAddForm(forms.Form):
     payment_method = forms.CharField(
         label="Card (Stripe payment method id)", max_length=255,
         help_text="In test mode Stripe's test ids work: pm_card_visa or pm_card_mastercard "
-                  "succeed, pm_card_chargeDeclined declines. A card form (Stripe Elements) "
-                  "comes with card payments.")
+                  "succeed, pm_card_chargeDeclined declines. Or use \"Add a card\" above to "
+                  "enter one on Stripe's page.")
     make_default = forms.BooleanField(label="Use for future invoices", required=False, initial=True)
 
 
@@ -178,6 +186,7 @@ def _billing_page(request, *, status=200, **forms_given):
         "default_form": CardDefaultForm(),
         "change_form": _change_form(request, subscription),
         "resume_form": ActionForm(),
+        "checkout_form": ActionForm(),
     }
     context.update(forms_given)
     return render(request, "portal/billing.html", context, status=status)
@@ -205,6 +214,36 @@ def card_add(request):
             messages.success(request, f"Added {method.brand} ···· {method.last4}.")
             return redirect("portal:billing")
     return _billing_page(request, status=400, card_form=form)
+
+
+@require_POST
+@member_required(Action.MANAGE_BILLING)
+def card_checkout(request):
+    """Add a card on Stripe's hosted page (Checkout, setup mode); it comes back to card_added."""
+    form = action_form(request.POST)
+    try:
+        session = card_setup_start(tenant=request.tenant)
+    except DomainError as error:
+        apply_errors(form, error)
+        return _billing_page(request, status=400, checkout_form=form)
+    return redirect(session.url)
+
+
+@require_GET
+@member_required(Action.MANAGE_BILLING)
+def card_added(request):
+    """Back from the hosted page: attach the card it saved (the webhook may have already)."""
+    form = action_form()
+    session_id = request.GET.get("session_id", "")
+    try:
+        method, _added = card_setup_complete(tenant=request.tenant, session_id=session_id,
+                                             actor=request.principal)
+    except DomainError as error:
+        apply_errors(form, error)
+        return _billing_page(request, status=400, checkout_form=form)
+    messages.success(request, f"Added {method.brand} ···· {method.last4}; future invoices are "
+                              "charged to it.")
+    return redirect("portal:billing")
 
 
 @require_POST
@@ -369,6 +408,7 @@ def _invoice_page(request, invoice, *, status=200, pay_form=None):
         "card": subscription.default_payment_method if subscription else None,
         "can_manage": request.principal.can(Action.MANAGE_BILLING),
         "pay_form": pay_form or ActionForm(),
+        "awaiting_action": payment_awaiting_action(invoice) if invoice.is_payable else None,
     }, status=status)
 
 
@@ -390,6 +430,8 @@ def invoice_pay_view(request, number):
         apply_errors(form, error)
         return _invoice_page(request, invoice, status=400, pay_form=form)
     invoice.refresh_from_db()
+    if payment.status == Payment.Status.REQUIRES_ACTION:
+        return redirect("portal:invoice-confirm", number=invoice.number)
     if payment.status == Payment.Status.SUCCEEDED:
         messages.success(request, f"Paid {usd(payment.amount_cents)} for invoice {invoice.number}. "
                                   "Thank you.")
@@ -397,6 +439,59 @@ def invoice_pay_view(request, number):
     reason = payment.failure_message or "The payment did not go through."
     form.add_error(None, f"{reason} Add another card on the Billing page, or try again later.")
     return _invoice_page(request, invoice, status=402, pay_form=form)
+
+
+def _confirm_page(request, invoice, *, status=200, form=None):
+    return render(request, "portal/invoice_confirm.html", {
+        "invoice": invoice, "payment": payment_awaiting_action(invoice), "form": form or ActionForm(),
+    }, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+@member_required(Action.MANAGE_BILLING)
+def invoice_confirm(request, number):
+    """3-D Secure: the bank wants the customer to confirm a charge. GET explains; POST sends
+    them to the bank's page, which returns to invoice_confirm_return."""
+    invoice = _invoice(request, number)
+    if request.method == "GET":
+        return _confirm_page(request, invoice)
+    form = action_form(request.POST)
+    return_url = tenant_url(request.tenant, reverse("portal:invoice-confirm-return", args=[invoice.number]))
+    try:
+        state = payment_confirm_start(tenant=request.tenant, number=invoice.number, return_url=return_url)
+    except DomainError as error:
+        apply_errors(form, error)
+        return _confirm_page(request, invoice, status=400, form=form)
+    if state.redirect_url:
+        return redirect(state.redirect_url)
+    return _after_confirmation(request, invoice.number, state.status, state.message)
+
+
+@require_GET
+@member_required(Action.MANAGE_BILLING)
+def invoice_confirm_return(request, number):
+    invoice = _invoice(request, number)
+    try:
+        invoice, payment, outcome = payment_confirm_return(tenant=request.tenant, number=invoice.number)
+    except DomainError as error:
+        messages.error(request, error.explain())
+        return redirect("portal:invoice", number=invoice.number)
+    return _after_confirmation(request, invoice.number, outcome, payment.failure_message)
+
+
+def _after_confirmation(request, number, outcome, message):
+    if outcome == Payment.Status.SUCCEEDED:
+        messages.success(request, f"Payment confirmed: invoice {number} is paid. Thank you.")
+    elif outcome == Payment.Status.FAILED:
+        messages.error(request, f"{message or 'The payment was not confirmed.'} Pay again, or add "
+                                "another card on the Billing page.")
+    elif outcome == Payment.Status.REQUIRES_ACTION:
+        messages.warning(request, "The payment still needs your confirmation.")
+        return redirect("portal:invoice-confirm", number=number)
+    else:
+        messages.info(request, "Your bank is still processing the payment; reload this page in a "
+                               "moment to see it settled.")
+    return redirect("portal:invoice", number=number)
 
 
 @require_GET
@@ -411,6 +506,8 @@ def invoice_pdf_download(request, number):
 urlpatterns = [
     path("billing", billing_page, name="billing"),
     path("billing/cards", card_add, name="billing-card-add"),
+    path("billing/cards/checkout", card_checkout, name="billing-card-checkout"),
+    path("billing/cards/added", card_added, name="billing-card-added"),
     path("billing/cards/remove", card_remove, name="billing-card-remove"),
     path("billing/cards/default", card_make_default, name="billing-card-default"),
     path("billing/change/preview", change_preview, name="billing-change-preview"),
@@ -420,5 +517,7 @@ urlpatterns = [
     path("invoices", invoice_list, name="invoices"),
     path("invoices/<str:number>", invoice_detail, name="invoice"),
     path("invoices/<str:number>/pay", invoice_pay_view, name="invoice-pay"),
+    path("invoices/<str:number>/confirm", invoice_confirm, name="invoice-confirm"),
+    path("invoices/<str:number>/confirm/return", invoice_confirm_return, name="invoice-confirm-return"),
     path("invoices/<str:number>/pdf", invoice_pdf_download, name="invoice-pdf"),
 ]

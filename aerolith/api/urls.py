@@ -26,7 +26,9 @@ tenant_api = [
     path("invoices/<str:number>/pdf", billing_api.InvoicePdf.as_view(), name="invoice-pdf"),
     path("invoices/<str:number>/pay", billing_api.InvoicePay.as_view(), name="invoice-pay"),
     path("payments", billing_api.PaymentList.as_view(), name="payment-list"),
+    path("crypto-quotes/<str:pk>", billing_api.CryptoQuoteDetail.as_view(), name="crypto-quote-detail"),
     path("payment-methods", billing_api.PaymentMethodListCreate.as_view(), name="payment-method-list"),
+    path("payment-methods/setup", billing_api.PaymentMethodSetup.as_view(), name="payment-method-setup"),
     # An int id, so that payment-methods/setup (payments issue) is a route of its own.
     path("payment-methods/<int:pk>", billing_api.PaymentMethodDetail.as_view(),
          name="payment-method-detail"),

@@ -202,10 +202,42 @@ CELERY_BEAT_SCHEDULE = {
     "usage-storage-collect": {"task": "metering.tasks.usage_storage_collect", "schedule": 3600.0},
     "usage-counters-check": {"task": "metering.tasks.usage_counters_check", "schedule": 600.0},
     "usage-retention": {"task": "metering.tasks.usage_retention", "schedule": 3600.0},
+    "crypto-quotes-scan": {
+        "task": "billing.tasks.crypto_quotes_scan",
+        "schedule": env.float("AEROLITH_CRYPTO_SCAN_SECONDS", default=15.0),
+    },
 }
 
 # The beat dispatcher sends tenants with due work in chunks of this many per task.
 AEROLITH_DUE_WORK_CHUNK = env.int("AEROLITH_DUE_WORK_CHUNK", default=50)
+
+# Crypto payments (SPEC §6). Solana: the RPC endpoint (in test mode a local one: the test
+# suite serves LiteSVM there, see tests/fakes/solana_rpc.py), the merchant wallet that
+# receives SOL and whose associated token account receives USDC (in test mode a fixed
+# test wallet), and the USDC mint (mainnet's by default; the tests create a real mint at
+# that address in LiteSVM).
+AEROLITH_SOLANA_RPC_URL = env("AEROLITH_SOLANA_RPC_URL", default=(
+    "http://127.0.0.1:8899" if AEROLITH_TEST_MODE else "https://api.mainnet-beta.solana.com"))
+AEROLITH_SOLANA_MERCHANT = env("AEROLITH_SOLANA_MERCHANT", default=(
+    "8yyxXhu2CJFGGHViFZqDqKkJk4rvM3PvoHqiWU1fvBWN" if AEROLITH_TEST_MODE else ""))
+AEROLITH_USDC_MINT = env("AEROLITH_USDC_MINT", default="EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v")
+AEROLITH_SOLANA_RPC_TIMEOUT = env.float("AEROLITH_SOLANA_RPC_TIMEOUT", default=10.0)
+AEROLITH_SOLANA_RPC_RETRIES = env.int("AEROLITH_SOLANA_RPC_RETRIES", default=4)
+AEROLITH_SOLANA_RPC_BACKOFF = env.float("AEROLITH_SOLANA_RPC_BACKOFF", default=0.5)
+# A quote locks its rate this long; expired and settled quotes are still watched this long
+# for late or extra payments; a quote paid but not final after its expiry plus the
+# processing timeout becomes invalid (staff resolve it).
+AEROLITH_CRYPTO_QUOTE_MINUTES = env.int("AEROLITH_CRYPTO_QUOTE_MINUTES", default=15)
+AEROLITH_CRYPTO_WATCH_HOURS = env.int("AEROLITH_CRYPTO_WATCH_HOURS", default=24)
+AEROLITH_CRYPTO_PROCESSING_TIMEOUT_MINUTES = env.int("AEROLITH_CRYPTO_PROCESSING_TIMEOUT_MINUTES",
+                                                     default=60)
+# SOL (and TRX) rates: an HTTP JSON endpoint answering CoinGecko's simple-price shape,
+# {"solana": {"usd": 142.17}} ("{ids}" in the URL is replaced by the coin ids). Without
+# one, or when it fails, the fallback rate staff set in the admin (Crypto rates) is used;
+# its first value comes from AEROLITH_SOL_FALLBACK_USD (150 in test mode).
+AEROLITH_RATE_SOURCE_URL = env("AEROLITH_RATE_SOURCE_URL", default="")
+AEROLITH_RATE_SOURCE_TIMEOUT = env.float("AEROLITH_RATE_SOURCE_TIMEOUT", default=5.0)
+AEROLITH_SOL_FALLBACK_USD = env("AEROLITH_SOL_FALLBACK_USD", default="150" if AEROLITH_TEST_MODE else "")
 
 # Metering (SPEC §5). Events may be this late or this early; ids are remembered this long.
 AEROLITH_USAGE_MAX_AGE_DAYS = env.int("AEROLITH_USAGE_MAX_AGE_DAYS", default=35)
@@ -223,8 +255,17 @@ AEROLITH_GRACE_DAYS = env.int("AEROLITH_GRACE_DAYS", default=7)
 AEROLITH_SUSPENSION_DAYS = env.int("AEROLITH_SUSPENSION_DAYS", default=30)
 AEROLITH_RETENTION_DAYS = env.int("AEROLITH_RETENTION_DAYS", default=30)
 # The payment gateway for cards: "testmode" honours Stripe's test payment method ids
-# in-process; the Stripe gateway arrives with the payments issue.
+# in-process; "stripe" talks to Stripe with the official library (scripts/run.py points it
+# at the local Stripe fake in test mode when no key is set).
 AEROLITH_CARD_GATEWAY = env("AEROLITH_CARD_GATEWAY", default="testmode")
+STRIPE_SECRET_KEY = env("STRIPE_SECRET_KEY", default="")
+STRIPE_API_BASE = env("STRIPE_API_BASE", default="https://api.stripe.com")
+# The signing secret of the /webhooks/stripe/ endpoint (whsec_…); webhooks are refused
+# without it. Signatures older than the tolerance are refused (replays).
+STRIPE_WEBHOOK_SECRET = env("STRIPE_WEBHOOK_SECRET", default="")
+STRIPE_WEBHOOK_TOLERANCE_SECONDS = env.int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", default=300)
+STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=20.0)
+STRIPE_MAX_NETWORK_RETRIES = env.int("STRIPE_MAX_NETWORK_RETRIES", default=2)
 # Signup takes a ready schema from this pool (see tenants/services/schemas.py).
 AEROLITH_SCHEMA_POOL_SIZE = env.int("AEROLITH_SCHEMA_POOL_SIZE", default=5)
 AEROLITH_RESERVED_SLUGS = frozenset(
@@ -258,5 +299,6 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
         "django.server": {"level": "WARNING"},
+        "stripe": {"level": "WARNING"},  # the library logs every request at INFO
     },
 }

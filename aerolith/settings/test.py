@@ -8,3 +8,10 @@ CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 AEROLITH_SCHEMA_POOL_SIZE = 0
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
+# Crypto payments: a fixed test merchant wallet and fallback SOL rate; no chain listens on
+# port 9, so a test that needs Solana starts its LiteSVM adapter (tests/fakes/solana_rpc.py).
+AEROLITH_SOLANA_MERCHANT = "8yyxXhu2CJFGGHViFZqDqKkJk4rvM3PvoHqiWU1fvBWN"
+AEROLITH_SOLANA_RPC_URL = "http://127.0.0.1:9"
+AEROLITH_SOLANA_RPC_RETRIES = 0
+AEROLITH_SOL_FALLBACK_USD = "150"
+AEROLITH_RATE_SOURCE_URL = ""

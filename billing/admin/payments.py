@@ -6,6 +6,7 @@ from aerolith.admin import CappedPaginator, ReadOnlyAdmin
 
 from ..models import BalanceTransaction, Payment, PaymentMethod
 from .common import admin_link, usd
+from .stripe import CardRefundMixin, DisputeInline, RefundInline
 
 
 class DeclinedFilter(admin.SimpleListFilter):
@@ -24,19 +25,27 @@ class DeclinedFilter(admin.SimpleListFilter):
 
 
 @admin.register(Payment)
-class PaymentAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "tenant", "invoice_link", "method", "status", "amount", "attempt",
-                    "decline_code", "hard_decline", "reference"]
+class PaymentAdmin(CardRefundMixin, ReadOnlyAdmin):
+    list_display = ["created_at", "tenant", "invoice_link", "method", "status", "amount", "refunded",
+                    "attempt", "decline_code", "hard_decline", "reference"]
     list_filter = ["status", "method", DeclinedFilter, "hard_decline"]
     list_select_related = ["tenant", "invoice"]
     search_fields = ["tenant__slug", "invoice__number", "reference", "gateway_reference"]
     date_hierarchy = "created_at"
     paginator = CappedPaginator
     show_full_result_count = False
-    readonly_fields = ["invoice_link", "amount"]
-    fields = ["tenant", "invoice_link", "method", "payment_method", "status", "amount", "currency",
-              "attempt", "idempotency_key", "gateway_reference", "reference", "received_on",
-              "decline_code", "failure_message", "hard_decline", "recorded_by", "created_at"]
+    readonly_fields = ["invoice_link", "amount", "refunded"]
+    fields = ["tenant", "invoice_link", "method", "payment_method", "status", "amount", "refunded",
+              "currency", "attempt", "idempotency_key", "gateway_reference", "reference", "received_on",
+              "decline_code", "failure_message", "hard_decline", "action_url", "gateway_updated",
+              "recorded_by", "created_at"]
+    inlines = [RefundInline, DisputeInline]
+    actions = ["refund_to_card"]
+    change_form_template = "admin/billing/payment/change_form.html"
+
+    @admin.display(description="Refunded", ordering="refunded_cents")
+    def refunded(self, obj):
+        return usd(obj.refunded_cents) if obj.refunded_cents else "—"
 
     @admin.display(description="Invoice", ordering="invoice__number")
     def invoice_link(self, obj):

@@ -1,7 +1,8 @@
 """Billing API (SPEC §10): plans on the public domain; the subscription, plan changes,
 invoices, payments and cards on file on the organisation's domain."""
+from .crypto import CryptoQuoteDetail
 from .invoices import InvoiceDetail, InvoiceList, InvoicePay, InvoicePdf
-from .payments import PaymentList, PaymentMethodDetail, PaymentMethodListCreate
+from .payments import PaymentList, PaymentMethodDetail, PaymentMethodListCreate, PaymentMethodSetup
 from .plans import PlanList
 from .subscription import (
     SubscriptionCancelView,
@@ -12,7 +13,8 @@ from .subscription import (
 )
 
 __all__ = [
+    "CryptoQuoteDetail",
     "InvoiceDetail", "InvoiceList", "InvoicePay", "InvoicePdf", "PaymentList", "PaymentMethodDetail",
-    "PaymentMethodListCreate", "PlanList", "SubscriptionCancelView", "SubscriptionChangeView",
+    "PaymentMethodListCreate", "PaymentMethodSetup", "PlanList", "SubscriptionCancelView", "SubscriptionChangeView",
     "SubscriptionPreviewView", "SubscriptionResumeView", "SubscriptionView",
 ]

@@ -12,10 +12,11 @@ from rest_framework.views import APIView
 from aerolith.api.errors import problem, problem_response
 from tenants.permissions import Action
 
-from ..models import Invoice, Payment, Subscription
+from ..models import CryptoQuote, Invoice, Payment, Subscription
 from ..selectors import invoices_of
 from ..services.collection import invoice_for_number, invoice_pay
 from .common import BILLING_PROBLEMS, LineOut
+from .crypto import CryptoQuoteOut
 
 PAY_METHODS = ["card", "sol", "usdc", "trx", "usdt"]
 
@@ -97,7 +98,8 @@ class InvoicePdf(APIView):
 
 class PayIn(serializers.Serializer):
     method = serializers.ChoiceField(
-        choices=PAY_METHODS, help_text="card charges the default card; crypto comes later")
+        choices=PAY_METHODS, help_text="card charges the default card; sol and usdc answer a Solana Pay "
+                                       "quote (201); trx and usdt come later")
 
 
 class InvoiceStateOut(serializers.Serializer):
@@ -115,6 +117,9 @@ class PayOut(serializers.Serializer):
     decline_code = serializers.CharField(allow_blank=True)
     hard_decline = serializers.BooleanField()
     message = serializers.CharField()
+    action_url = serializers.CharField(
+        allow_blank=True, help_text="When status is requires_action: the page where the customer "
+                                    "confirms the payment with their bank (3-D Secure)")
     invoice = InvoiceStateOut()
     account_status = serializers.CharField(
         help_text="The organisation's status after the payment (active again once nothing "
@@ -130,12 +135,14 @@ def _pay_result(payment: Payment) -> dict:
         message = payment.failure_message or "The card was declined."
     elif payment.status == Payment.Status.SUCCEEDED:
         message = f"Paid. Invoice {invoice.number} is {invoice.get_status_display().lower()}."
+    elif payment.status == Payment.Status.REQUIRES_ACTION:
+        message = f"The bank asks the cardholder to confirm this payment: open {payment.action_url}."
     else:
         message = "The payment is being processed."
     return {
         "payment_id": payment.pk, "status": payment.status, "amount_cents": payment.amount_cents,
         "currency": payment.currency, "decline_code": payment.decline_code,
-        "hard_decline": payment.hard_decline, "message": message,
+        "hard_decline": payment.hard_decline, "message": message, "action_url": payment.action_url,
         "invoice": {"number": invoice.number, "status": invoice.status,
                     "amount_paid_cents": invoice.amount_paid_cents,
                     "amount_due_cents": invoice.amount_due_cents},
@@ -147,13 +154,16 @@ class InvoicePay(APIView):
     required_actions = {"POST": Action.MANAGE_BILLING}
     allowed_when_suspended = True  # paying is how a suspended organisation comes back
 
-    @extend_schema(request=PayIn, responses={200: PayOut, **BILLING_PROBLEMS},
-                   summary="Pay an open invoice now; a declined card answers 402 card_declined")
+    @extend_schema(request=PayIn, responses={200: PayOut, 201: CryptoQuoteOut, **BILLING_PROBLEMS},
+                   summary="Pay an open invoice now; a declined card answers 402 card_declined, "
+                           "sol and usdc answer a crypto quote to pay (201)")
     def post(self, request, number):
         data = PayIn(data=request.data)
         data.is_valid(raise_exception=True)
         payment = invoice_pay(tenant=request.tenant, number=number, method=data.validated_data["method"],
                               actor=request.auth)
+        if isinstance(payment, CryptoQuote):
+            return Response(CryptoQuoteOut(payment).data, status=201)
         # A decline is an answer, not an exception: the failed payment and its dunning
         # steps are already committed by the service.
         result = _pay_result(payment)

@@ -9,6 +9,7 @@ from tenants.permissions import Action
 
 from ..models import Payment, PaymentMethod
 from ..selectors import subscription_of
+from ..services.cards import card_setup_start
 from ..services.collection import (
     payment_method_attach,
     payment_method_detach,
@@ -25,7 +26,8 @@ class PaymentOut(serializers.ModelSerializer):
     class Meta:
         model = Payment
         fields = ["id", "invoice", "method", "status", "amount_cents", "currency", "decline_code",
-                  "hard_decline", "message", "card", "reference", "created_at"]
+                  "hard_decline", "message", "card", "reference", "action_url", "refunded_cents",
+                  "created_at"]
 
 
 class PaymentList(generics.ListAPIView):
@@ -116,6 +118,27 @@ class PaymentMethodListCreate(generics.ListAPIView):
                                        actor=request.auth)
         context = {"default_payment_method_id": _default_id(request.tenant)}
         return Response(PaymentMethodOut(method, context=context).data, status=status.HTTP_201_CREATED)
+
+
+class SetupSessionOut(serializers.Serializer):
+    url = serializers.URLField(help_text="Send the customer here to save a card (Stripe Checkout)")
+    session_id = serializers.CharField()
+
+
+class PaymentMethodSetup(APIView):
+    """A Stripe Checkout page (setup mode) where the customer saves a card. When they are
+    done, Checkout returns them to the portal, which attaches the card (the webhook does too,
+    whichever comes first) and makes it the default."""
+
+    required_actions = {"POST": Action.MANAGE_BILLING}
+    allowed_when_suspended = True  # a new card is how a suspended organisation pays
+
+    @extend_schema(request=None, responses={201: SetupSessionOut, **BILLING_PROBLEMS},
+                   summary="Start adding a card through Stripe Checkout (setup mode)")
+    def post(self, request):
+        session = card_setup_start(tenant=request.tenant)
+        return Response(SetupSessionOut({"url": session.url, "session_id": session.id}).data,
+                        status=status.HTTP_201_CREATED)
 
 
 class PaymentMethodDetail(APIView):

@@ -1,5 +1,6 @@
 """Billing's tables: plans, subscriptions, invoices, payments and the tenant's balance.
 All live in the public schema, because staff query them across tenants (SPEC §2)."""
+from .crypto import ChainTransfer, CryptoQuote, CryptoRate
 from .invoices import Invoice, InvoiceCounter, InvoiceLine
 from .payments import BalanceTransaction, Payment, PaymentMethod
 from .plans import Plan, PlanMeter
@@ -7,7 +8,8 @@ from .stripe import Dispute, Refund, StripeCustomer, StripeEvent
 from .subscriptions import BillingSettings, Subscription
 
 __all__ = [
-    "BalanceTransaction", "BillingSettings", "Dispute", "Invoice", "InvoiceCounter", "InvoiceLine",
+    "BalanceTransaction", "BillingSettings", "ChainTransfer", "CryptoQuote", "CryptoRate", "Dispute",
+    "Invoice", "InvoiceCounter", "InvoiceLine",
     "Payment", "PaymentMethod", "Plan", "PlanMeter", "Refund", "StripeCustomer", "StripeEvent",
     "Subscription",
 ]

@@ -36,6 +36,10 @@ class Payment(models.Model):
     class Method(models.TextChoices):
         CARD = "card", "Card"
         BANK_TRANSFER = "bank_transfer", "Bank transfer"
+        SOL = "sol", "SOL"
+        USDC = "usdc", "USDC (Solana)"
+        TRX = "trx", "TRX"
+        USDT = "usdt", "USDT (TRC-20)"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -84,6 +88,7 @@ class BalanceTransaction(models.Model):
         REFUND_TO_BALANCE = "refund_to_balance", "Refund to balance"
         STAFF_GRANT = "staff_grant", "Staff grant"
         APPLIED = "applied", "Applied to an invoice"
+        CRYPTO_CREDIT = "crypto_credit", "Crypto payment credited"
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="balance_transactions")
     kind = models.CharField(max_length=20, choices=Kind.choices)

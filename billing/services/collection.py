@@ -10,8 +10,9 @@ from aerolith.money import cents_to_text
 from tenants.services.audit import audit_record
 
 from ..decisions import should_retry
-from ..models import Invoice, Payment, PaymentMethod, Subscription
+from ..models import CryptoQuote, Invoice, Payment, PaymentMethod, Subscription
 from ..payments import card_gateway
+from .crypto import SOLANA_METHODS, quote_create
 from .dunning import charge_failed
 from .invoices import CHARGE_JOB, _locked, invoice_receive
 from .subscriptions import locked_subscription
@@ -26,13 +27,13 @@ def payment_method_attach(*, tenant, gateway_id: str, make_default: bool = True,
     if not isinstance(gateway_id, str) or not gateway_id.startswith("pm_") or len(gateway_id) > 255:
         raise ValidationFailed({"stripe_payment_method": [
             ("invalid", "Give a Stripe payment method id such as pm_card_visa.")]})
-    details = card_gateway().card_details(tenant=tenant, gateway_id=gateway_id)
+    details = card_gateway().attach(tenant=tenant, gateway_id=gateway_id)
     with transaction.atomic():
         subscription = locked_subscription(tenant)
         try:
             with transaction.atomic():
                 method = PaymentMethod.objects.create(
-                    tenant=tenant, gateway_id=gateway_id, brand=details.brand, last4=details.last4,
+                    tenant=tenant, gateway_id=details.gateway_id, brand=details.brand, last4=details.last4,
                     exp_month=details.exp_month, exp_year=details.exp_year, created_at=clock.now(tenant))
         except IntegrityError as exc:
             raise ValidationFailed({"stripe_payment_method": [
@@ -98,11 +99,12 @@ def _charge(subscription: Subscription, invoice: Invoice, key: str, attempt: int
     else:
         result = card_gateway().charge(
             tenant=subscription.tenant, gateway_id=method.gateway_id, amount_cents=invoice.amount_due_cents,
-            currency=invoice.currency, idempotency_key=key, description=f"Invoice {invoice.number}")
+            currency=invoice.currency, idempotency_key=key, description=f"Invoice {invoice.number}",
+            metadata={"invoice_id": invoice.pk, "invoice_number": invoice.number, "attempt": attempt})
         payment = Payment.objects.create(
             **common, status=result.status, gateway_reference=result.reference,
             decline_code=result.decline_code, failure_message=result.message[:300],
-            hard_decline=result.hard_decline)
+            hard_decline=result.hard_decline, action_url=result.action_url[:500])
     audit_record(action=f"payment.{payment.status}", tenant=subscription.tenant, actor=actor,
                  target=payment, after={"invoice": invoice.number, "amount_cents": payment.amount_cents,
                                         "decline_code": payment.decline_code})
@@ -111,7 +113,9 @@ def _charge(subscription: Subscription, invoice: Invoice, key: str, attempt: int
                         actor=actor, also_save=["attempt_count"])
         return payment
     invoice.save(update_fields=["attempt_count"])
-    if payment.status == Payment.Status.FAILED:
+    # A charge the bank wants the customer to confirm (3-D Secure) is unpaid until they do:
+    # dunning runs as for a soft decline, and the notice links to the confirmation page.
+    if payment.status in (Payment.Status.FAILED, Payment.Status.REQUIRES_ACTION):
         charge_failed(subscription=subscription, invoice=invoice, payment=payment, attempt=attempt)
     return payment
 
@@ -145,9 +149,13 @@ def invoice_for_number(tenant, number) -> Invoice:
     return invoice
 
 
-def invoice_pay(*, tenant, number: str, method: str, actor) -> Payment:
-    """Pay an open invoice now with the default card (SPEC §10 `pay`). Refuses an invoice
+def invoice_pay(*, tenant, number: str, method: str, actor) -> Payment | CryptoQuote:
+    """Pay an open invoice now with the default card (SPEC §10 `pay`), or get a crypto
+    quote to pay it with SOL or USDC (services.crypto.quote_create). Refuses an invoice
     that owes nothing, a missing card, or a method not offered yet."""
+    if method in SOLANA_METHODS:
+        return quote_create(tenant=tenant, invoice=invoice_for_number(tenant, number), currency=method,
+                            actor=actor)
     if method in CRYPTO_METHODS:
         raise ValidationFailed({"method": [("method_unavailable", f"Paying by {method.upper()} "
                                             "is not available yet; pay by card or bank transfer.")]})

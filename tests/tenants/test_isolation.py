@@ -9,8 +9,9 @@ from django.test import Client
 from django_tenants.utils import tenant_context
 
 from billing.decisions import LineDraft
-from billing.models import Invoice, Payment, PaymentMethod, Subscription
+from billing.models import CryptoQuote, Invoice, Payment, PaymentMethod, Subscription
 from billing.services.collection import payment_method_attach
+from billing.services.crypto import quote_create
 from billing.services.invoices import invoice_draft, invoice_finalize
 from billing.services.subscriptions import subscription_cancel
 from metering.models import UsageAggregate
@@ -32,7 +33,7 @@ from tests.conftest import (
 @dataclass(frozen=True)
 class Endpoint:
     """One tenant API operation. `path` may name `{member_id}`, `{key_id}`,
-    `{invoice_number}` and `{payment_method_id}`; `body` is JSON or a function of the
+    `{invoice_number}`, `{payment_method_id}` and `{crypto_quote_id}`; `body` is JSON or a function of the
     caller's credentials (for the token endpoints, whose credentials travel in the body)."""
 
     method: str
@@ -63,11 +64,14 @@ ENDPOINTS = {
     "invoices-retrieve": Endpoint("get", "/api/v1/invoices/{invoice_number}"),
     "invoices-pdf": Endpoint("get", "/api/v1/invoices/{invoice_number}/pdf"),
     "invoices-pay": Endpoint("post", "/api/v1/invoices/{invoice_number}/pay", {"method": "card"}),
+    "invoices-pay-crypto": Endpoint("post", "/api/v1/invoices/{invoice_number}/pay", {"method": "usdc"}),
+    "crypto-quotes-retrieve": Endpoint("get", "/api/v1/crypto-quotes/{crypto_quote_id}"),
     "payments-list": Endpoint("get", "/api/v1/payments"),
     "payment-methods-list": Endpoint("get", "/api/v1/payment-methods"),
     "payment-methods-attach": Endpoint("post", "/api/v1/payment-methods",
                                        {"stripe_payment_method": "pm_card_mastercard",
                                         "make_default": True}),
+    "payment-methods-setup": Endpoint("post", "/api/v1/payment-methods/setup"),
     "payment-methods-make-default": Endpoint("patch", "/api/v1/payment-methods/{payment_method_id}",
                                              {"make_default": True}),
     "payment-methods-delete": Endpoint("delete", "/api/v1/payment-methods/{payment_method_id}"),
@@ -120,7 +124,8 @@ def _alice_state(alice) -> tuple:
             sorted(Invoice.objects.filter(tenant=alice).values_list(
                 "number", "status", "amount_paid_cents", "amount_due_cents", "attempt_count")),
             sorted(PaymentMethod.objects.filter(tenant=alice).values_list("id", "detached_at")),
-            Payment.objects.filter(tenant=alice).count())
+            Payment.objects.filter(tenant=alice).count(),
+            sorted(CryptoQuote.objects.filter(tenant=alice).values_list("id", "status")))
 
 
 def _open_invoice(tenant, description: str) -> Invoice:
@@ -158,18 +163,22 @@ def world(alice, bob, charlie):
                                            actor=owner_principal(t)) for t in (alice, bob)}
     alice_invoice = _open_invoice(alice, "alice-invoice-line")
     bob_invoice = _open_invoice(bob, "Bob's own line")
+    quotes = {t.slug: quote_create(tenant=t, invoice=invoice, currency="usdc", actor="test")
+              for t, invoice in ((alice, alice_invoice), (bob, bob_invoice))}
     bob_tokens = _tokens("bob", "owner@bob.test")
     return {
         "alice_ids": {"member_id": alice_member.pk, "key_id": alice_key.pk,
-                      "invoice_number": alice_invoice.number, "payment_method_id": cards["alice"].pk},
+                      "invoice_number": alice_invoice.number, "payment_method_id": cards["alice"].pk,
+                      "crypto_quote_id": quotes["alice"].pk},
         "alice_secret": alice_secret,
         "alice_markers": ["owner@alice.test", "dev@alice.test", "Alice Ltd", alice_key.prefix,
                           "alice-ci-key", alice_secret.split(".")[1], "2031-01-02",
-                          "alice-invoice-line"],
+                          "alice-invoice-line", quotes["alice"].reference],
         "bob": {"email": "owner@bob.test", "jwt": bob_tokens["access"],
                 "refresh": bob_tokens["refresh"], "api_key": bob_key},
         "bob_ids": {"member_id": bob_member.pk, "key_id": bob_key_id,
-                    "invoice_number": bob_invoice.number, "payment_method_id": cards["bob"].pk},
+                    "invoice_number": bob_invoice.number, "payment_method_id": cards["bob"].pk,
+                    "crypto_quote_id": quotes["bob"].pk},
     }
 
 
