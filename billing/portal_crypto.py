@@ -1,6 +1,7 @@
-"""Portal pages for paying an invoice with SOL or USDC (SPEC §11): the invoice page's
-"Pay with SOL / USDC" buttons ask for a quote, whose page shows the Solana Pay QR code
-(segno, inline SVG), the exact amount, the link, a countdown to expiry and a status that
+"""Portal pages for paying an invoice with SOL, USDC, TRX or USDT (SPEC §11): the invoice
+page's "Pay with …" buttons ask for a quote, whose page shows a QR code (segno, inline
+SVG: the Solana Pay request, or the Tron deposit address), the exact amount, the link
+(Solana), a countdown to expiry and a status that
 refreshes itself (a few lines of JavaScript fetching the status partial every 5 s; a
 meta refresh without JavaScript). Thin: parse, call one service, render."""
 import segno
@@ -15,7 +16,7 @@ from tenants.permissions import Action
 from tenants.portal.access import member_required
 
 from .portal import _invoice, _invoice_page, action_form, apply_errors
-from .services.crypto import SOLANA_METHODS, quote_create, quote_for
+from .services.crypto import CRYPTO_METHODS, quote_create, quote_for
 
 POLL_SECONDS = 5
 
@@ -27,10 +28,10 @@ def _quote(request, quote_id: int):
         raise Http404(error.detail) from error
 
 
-def qr_svg(text: str) -> str:
+def qr_svg(text: str, title: str = "Solana Pay QR code") -> str:
     """The QR code of `text` as an inline SVG element (no XML declaration)."""
     return segno.make(text, error="m").svg_inline(scale=5, border=2, dark="#111", light="#fff",
-                                                   title="Solana Pay QR code")
+                                                   title=title)
 
 
 @require_POST
@@ -39,8 +40,8 @@ def invoice_pay_crypto(request, number):
     invoice = _invoice(request, number)
     form = action_form(request.POST)
     currency = request.POST.get("currency", "")
-    if currency not in SOLANA_METHODS:
-        form.add_error(None, "Choose SOL or USDC to pay with crypto.")
+    if currency not in CRYPTO_METHODS:
+        form.add_error(None, "Choose SOL, USDC, TRX or USDT to pay with crypto.")
         return _invoice_page(request, invoice, status=400, pay_form=form)
     try:
         quote = quote_create(tenant=request.tenant, invoice=invoice, currency=currency,
@@ -63,7 +64,10 @@ def _context(request, quote) -> dict:
 def crypto_quote_page(request, quote_id):
     quote = _quote(request, quote_id)
     context = _context(request, quote)
-    context["qr"] = qr_svg(quote.url)
+    if quote.network == "tron":  # wallets scan the plain address; the amount is shown beside it
+        context["qr"] = qr_svg(quote.address, title="Tron deposit address QR code")
+    else:
+        context["qr"] = qr_svg(quote.url)
     return render(request, "portal/crypto_quote.html", context)
 
 

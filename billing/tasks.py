@@ -16,3 +16,20 @@ def crypto_quotes_scan() -> dict:
 def crypto_quote_refresh(quote_id: int) -> str:
     """One quote at once (the admin's "look on chain now")."""
     return quote_refresh(quote_id=quote_id).status
+
+
+@shared_task(ignore_result=True)
+def crypto_outgoing_confirm() -> dict:
+    """Beat: statuses of refunds sent on chain (confirmed, failed with the credit
+    restored, or a signed one broadcast again with the same bytes). Safe to overlap."""
+    from .services.sending import outgoing_confirm_pass
+
+    return outgoing_confirm_pass()
+
+
+@shared_task(ignore_result=True)
+def crypto_outgoing_send(outgoing_id: int) -> str:
+    """Sign (once) and broadcast (the persisted bytes) one outgoing transaction."""
+    from .services.sending import outgoing_send
+
+    return outgoing_send(outgoing_id=outgoing_id).status

@@ -206,6 +206,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing.tasks.crypto_quotes_scan",
         "schedule": env.float("AEROLITH_CRYPTO_SCAN_SECONDS", default=15.0),
     },
+    "crypto-outgoing-confirm": {
+        "task": "billing.tasks.crypto_outgoing_confirm",
+        "schedule": env.float("AEROLITH_CRYPTO_SCAN_SECONDS", default=15.0),
+    },
 }
 
 # The beat dispatcher sends tenants with due work in chunks of this many per task.
@@ -238,6 +242,28 @@ AEROLITH_CRYPTO_PROCESSING_TIMEOUT_MINUTES = env.int("AEROLITH_CRYPTO_PROCESSING
 AEROLITH_RATE_SOURCE_URL = env("AEROLITH_RATE_SOURCE_URL", default="")
 AEROLITH_RATE_SOURCE_TIMEOUT = env.float("AEROLITH_RATE_SOURCE_TIMEOUT", default=5.0)
 AEROLITH_SOL_FALLBACK_USD = env("AEROLITH_SOL_FALLBACK_USD", default="150" if AEROLITH_TEST_MODE else "")
+# Tron (TRX, USDT-TRC20): each quote gets its own deposit address, derived from the
+# merchant's account-level extended public key (BIP44 m/44'/195'/0', receive chain) at an
+# index from a database sequence; no private key is needed to receive. In test mode the
+# default is the xpub of the public BIP39 test mnemonic "abandon … about" (never use it for
+# real money). Payments are read from TronGrid (an API key is sent as TRON-PRO-API-KEY when
+# set; in test mode a local fake, `python -m tests.fakes.trongrid`); only the real USDT
+# contract counts (mainnet's by default).
+TRON_TEST_XPUB = ("xpub6D1AabNHCupeiLM65ZR9UStMhJ1vCpyV4XbZdyhMZBiJXALQtmn9p42VTQckoHVn8WNqS7dqnJ"
+                  "okZHAHcHGoaQgmv8D45oNUKx6DZMNZBCd")
+AEROLITH_TRON_XPUB = env("AEROLITH_TRON_XPUB", default=TRON_TEST_XPUB if AEROLITH_TEST_MODE else "")
+AEROLITH_TRONGRID_URL = env("AEROLITH_TRONGRID_URL", default=(
+    "http://127.0.0.1:8090" if AEROLITH_TEST_MODE else "https://api.trongrid.io"))
+AEROLITH_TRONGRID_API_KEY = env("AEROLITH_TRONGRID_API_KEY", default="")
+AEROLITH_USDT_CONTRACT = env("AEROLITH_USDT_CONTRACT", default="TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t")
+AEROLITH_TRONGRID_TIMEOUT = env.float("AEROLITH_TRONGRID_TIMEOUT", default=10.0)
+AEROLITH_TRONGRID_RETRIES = env.int("AEROLITH_TRONGRID_RETRIES", default=4)
+AEROLITH_TRONGRID_BACKOFF = env.float("AEROLITH_TRONGRID_BACKOFF", default=0.5)
+AEROLITH_TRX_FALLBACK_USD = env("AEROLITH_TRX_FALLBACK_USD", default="0.25" if AEROLITH_TEST_MODE else "")
+
+# Secrets at rest (SPEC §8, aerolith/crypto.py): comma-separated base64 32-byte keys, newest
+# first. Empty in test mode uses a public, deterministic test-only key; refused otherwise.
+AEROLITH_SECRET_KEYS = env("AEROLITH_SECRET_KEYS", default="")
 
 # Metering (SPEC §5). Events may be this late or this early; ids are remembered this long.
 AEROLITH_USAGE_MAX_AGE_DAYS = env.int("AEROLITH_USAGE_MAX_AGE_DAYS", default=35)

@@ -15,3 +15,9 @@ AEROLITH_SOLANA_RPC_URL = "http://127.0.0.1:9"
 AEROLITH_SOLANA_RPC_RETRIES = 0
 AEROLITH_SOL_FALLBACK_USD = "150"
 AEROLITH_RATE_SOURCE_URL = ""
+# Tron: the documented test xpub; no TronGrid listens on port 9, so a test that needs Tron
+# starts its fake (tests/fakes/trongrid.py).
+AEROLITH_TRON_XPUB = TRON_TEST_XPUB  # noqa: F405
+AEROLITH_TRONGRID_URL = "http://127.0.0.1:9"
+AEROLITH_TRONGRID_RETRIES = 0
+AEROLITH_TRX_FALLBACK_USD = "0.25"

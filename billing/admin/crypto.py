@@ -50,10 +50,11 @@ class CryptoQuoteAdmin(ReadOnlyAdmin):
     paginator = CappedPaginator
     show_full_result_count = False
     inlines = [ChainTransferInline]
-    actions = ["look_on_chain"]
+    actions = ["look_on_chain", "refund_excess_on_chain"]
     fields = ["tenant", "invoice_link", "currency", "network", "status", "paid_partial", "paid_over",
               "paid_late", "quoted", "amount", "received", "rate", "rate_source", "address", "token",
-              "reference", "memo", "url", "expires_at", "settled_at", "payment_link", "applied", "credited",
+              "derivation_index", "reference", "memo", "url", "expires_at", "settled_at", "payment_link",
+              "applied", "credited",
               "last_checked_at", "last_error", "created_at"]
     readonly_fields = ["invoice_link", "quoted", "amount", "received", "payment_link", "applied", "credited"]
 
@@ -101,6 +102,19 @@ class CryptoQuoteAdmin(ReadOnlyAdmin):
                     f"{quote.get_currency_display()}.")
 
         report_each(self, request, queryset, refresh)
+
+    @admin.action(description="Refund excess on chain (instead of the balance credit)")
+    def refund_excess_on_chain(self, request, queryset):
+        from ..services.sending import overpayment_refund
+
+        def refund(quote):
+            outgoing = overpayment_refund(quote=quote, actor=request.user)
+            tail = f" Last error: {outgoing.last_error}" if outgoing.last_error else ""
+            return (f"refund {outgoing.pk} of {int(outgoing.amount_base_units)} base units to "
+                    f"{outgoing.to_address}: {outgoing.get_status_display()}; "
+                    f"{outgoing.balance_debit_cents} cents taken back from the balance.{tail}")
+
+        report_each(self, request, queryset, refund)
 
 
 @admin.register(ChainTransfer)

@@ -1,5 +1,5 @@
 """Crypto payments in the API (SPEC §10): the quote `POST /invoices/{number}/pay` answers
-for sol and usdc, and `GET /crypto-quotes/{id}` to follow its status."""
+for sol, usdc, trx and usdt, and `GET /crypto-quotes/{id}` to follow its status."""
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -16,14 +16,16 @@ class CryptoQuoteOut(serializers.Serializer):
     invoice = serializers.CharField(source="invoice.number")
     currency = serializers.ChoiceField(choices=["sol", "usdc", "trx", "usdt"])
     network = serializers.ChoiceField(choices=["solana", "tron"])
-    address = serializers.CharField(help_text="The recipient (the merchant wallet on Solana)")
+    address = serializers.CharField(help_text="The recipient: the merchant wallet on Solana, a deposit "
+                                              "address for this payment only on Tron")
     url = serializers.CharField(help_text="The Solana Pay transfer request (solana:…), also as a QR code "
-                                          "in the portal")
-    reference = serializers.CharField(allow_null=True, help_text="The Solana Pay reference key")
-    token_mint = serializers.CharField(source="token", help_text="The SPL token mint for USDC; blank for SOL")
+                                          "in the portal; on Tron a tron:<address>?amount=… URI")
+    reference = serializers.CharField(allow_null=True, help_text="The Solana Pay reference key; null on Tron")
+    token_mint = serializers.CharField(source="token", help_text="The SPL token mint for USDC, the TRC-20 "
+                                       "contract for USDT; blank for SOL and TRX")
     amount_cents = serializers.IntegerField(help_text="What the payment settles of the invoice, in US cents")
     amount_base_units = serializers.SerializerMethodField(
-        help_text="The amount to send in base units (lamports; 6-decimal USDC units), as a string: "
+        help_text="The amount to send in base units (lamports; SUN; 6-decimal USDC/USDT units), as a string: "
                   "it may exceed 2**53")
     amount = serializers.CharField(source="amount_text", help_text="The same amount in coins, exact decimal")
     decimals = serializers.IntegerField()

@@ -4,12 +4,13 @@ from .crypto import ChainTransfer, CryptoQuote, CryptoRate
 from .invoices import Invoice, InvoiceCounter, InvoiceLine
 from .payments import BalanceTransaction, Payment, PaymentMethod
 from .plans import Plan, PlanMeter
+from .sending import OutgoingTransaction, SigningKey
 from .stripe import Dispute, Refund, StripeCustomer, StripeEvent
 from .subscriptions import BillingSettings, Subscription
 
 __all__ = [
     "BalanceTransaction", "BillingSettings", "ChainTransfer", "CryptoQuote", "CryptoRate", "Dispute",
-    "Invoice", "InvoiceCounter", "InvoiceLine",
-    "Payment", "PaymentMethod", "Plan", "PlanMeter", "Refund", "StripeCustomer", "StripeEvent",
-    "Subscription",
+    "Invoice", "InvoiceCounter", "InvoiceLine", "OutgoingTransaction",
+    "Payment", "PaymentMethod", "Plan", "PlanMeter", "Refund", "SigningKey", "StripeCustomer",
+    "StripeEvent", "Subscription",
 ]

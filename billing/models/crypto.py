@@ -84,6 +84,11 @@ class CryptoQuote(models.Model):
                                    name="cryptoquote_solana_has_reference"),
             models.CheckConstraint(condition=~Q(status="settled") | Q(settled_at__isnull=False),
                                    name="cryptoquote_settled_has_time"),
+            models.CheckConstraint(condition=~Q(network="tron") | Q(derivation_index__gte=0),
+                                   name="cryptoquote_tron_has_derivation_index"),
+            models.UniqueConstraint(fields=["derivation_index"], name="cryptoquote_derivation_index_once"),
+            models.UniqueConstraint(fields=["address"], condition=Q(network="tron"),
+                                    name="cryptoquote_tron_address_once"),
         ]
 
     def __str__(self):

@@ -89,6 +89,7 @@ class BalanceTransaction(models.Model):
         STAFF_GRANT = "staff_grant", "Staff grant"
         APPLIED = "applied", "Applied to an invoice"
         CRYPTO_CREDIT = "crypto_credit", "Crypto payment credited"
+        CRYPTO_REFUND = "crypto_refund", "Crypto excess refunded on chain"
 
     tenant = models.ForeignKey("tenants.Tenant", on_delete=models.PROTECT, related_name="balance_transactions")
     kind = models.CharField(max_length=20, choices=Kind.choices)

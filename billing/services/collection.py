@@ -12,7 +12,7 @@ from tenants.services.audit import audit_record
 from ..decisions import should_retry
 from ..models import CryptoQuote, Invoice, Payment, PaymentMethod, Subscription
 from ..payments import card_gateway
-from .crypto import SOLANA_METHODS, quote_create
+from .crypto import quote_create
 from .dunning import charge_failed
 from .invoices import CHARGE_JOB, _locked, invoice_receive
 from .subscriptions import locked_subscription
@@ -151,14 +151,11 @@ def invoice_for_number(tenant, number) -> Invoice:
 
 def invoice_pay(*, tenant, number: str, method: str, actor) -> Payment | CryptoQuote:
     """Pay an open invoice now with the default card (SPEC §10 `pay`), or get a crypto
-    quote to pay it with SOL or USDC (services.crypto.quote_create). Refuses an invoice
+    quote to pay it with SOL, USDC, TRX or USDT (services.crypto.quote_create). Refuses an invoice
     that owes nothing, a missing card, or a method not offered yet."""
-    if method in SOLANA_METHODS:
+    if method in CRYPTO_METHODS:
         return quote_create(tenant=tenant, invoice=invoice_for_number(tenant, number), currency=method,
                             actor=actor)
-    if method in CRYPTO_METHODS:
-        raise ValidationFailed({"method": [("method_unavailable", f"Paying by {method.upper()} "
-                                            "is not available yet; pay by card or bank transfer.")]})
     if method != "card":
         raise ValidationFailed({"method": [("invalid_choice", "Give 'card'.")]})
     invoice = invoice_for_number(tenant, number)

@@ -1,10 +1,13 @@
-"""Crypto payments on Solana (SOL, USDC): quotes, the transfers seen for them, settlement
-(SPEC §6, the BTCPay invoice model).
+"""Crypto payments on Solana (SOL, USDC) and Tron (TRX, USDT-TRC20): quotes, the transfers
+seen for them, settlement (SPEC §6, the BTCPay invoice model).
 
 A quote locks the rate for AEROLITH_CRYPTO_QUOTE_MINUTES (15) and asks for an exact amount
-in base units through a Solana Pay transfer request with a fresh reference key. The beat
-pass (billing.tasks.crypto_quotes_scan) and the quote's expiry job look for transfers
-carrying the reference and apply them here:
+in base units: on Solana through a Solana Pay transfer request with a fresh reference key,
+on Tron to a deposit address of its own (derived from the merchant's xpub at an index from
+the billing_tron_derivation_index_seq sequence; payments.tron). The beat pass
+(billing.tasks.crypto_quotes_scan) and the quote's expiry job look for transfers carrying
+the reference (Solana) or sent to the address (Tron) and apply them here, the same way
+for both networks:
 
 - states `new` → `processing` (paid in full at `confirmed`) → `settled` (paid in full at
   `finalized` before expiry), else `expired` (nothing or too little before expiry) or
@@ -32,7 +35,7 @@ from decimal import Decimal
 from urllib.parse import quote as url_quote
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 
 from aerolith import clock
@@ -59,6 +62,7 @@ from ..payments.solana import (
     new_reference,
     solana_chain,
 )
+from ..payments.tron import USDT_DECIMALS, deposit_address, normalise, tron_chain, xpub_usable
 from .invoices import _locked, invoice_receive
 
 logger = logging.getLogger(__name__)
@@ -66,6 +70,10 @@ logger = logging.getLogger(__name__)
 QUOTE_EXPIRE_JOB = "billing.crypto_quote_expire"
 SOLANA_DECIMALS = {"sol": 9, "usdc": 6}
 SOLANA_METHODS = tuple(SOLANA_DECIMALS)
+TRON_DECIMALS = {"trx": 6, "usdt": USDT_DECIMALS}
+TRON_METHODS = tuple(TRON_DECIMALS)
+CRYPTO_METHODS = SOLANA_METHODS + TRON_METHODS
+TRON_INDEX_SEQUENCE = "billing_tron_derivation_index_seq"
 LABEL = "Aerolith Cloud"
 RATE_SCALE = 10 ** 12  # rates are kept with 12 decimals: integer math on rate × 10**12
 Status = CryptoQuote.Status
@@ -117,8 +125,10 @@ def solana_pay_url(*, recipient: str, units: int, decimals: int, mint: str | Non
 
 def rate_row(currency: str) -> CryptoRate:
     fallback = None
-    if currency == "sol" and settings.AEROLITH_SOL_FALLBACK_USD:
-        fallback = rates.checked_rate(Decimal(settings.AEROLITH_SOL_FALLBACK_USD))
+    configured = {"sol": settings.AEROLITH_SOL_FALLBACK_USD,
+                  "trx": getattr(settings, "AEROLITH_TRX_FALLBACK_USD", "")}.get(currency)
+    if configured:
+        fallback = rates.checked_rate(Decimal(configured))
     row, _ = CryptoRate.objects.get_or_create(currency=currency, defaults={"fallback_usd": fallback})
     return row
 
@@ -152,13 +162,16 @@ def _method_refused(currency: str, why: str):
 
 
 def quote_create(*, tenant, invoice: Invoice, currency: str, actor) -> CryptoQuote:
-    """A Solana Pay quote for what `invoice` owes now, paid in `currency` (sol or usdc):
-    the rate locked, the exact amount in base units, a fresh reference key, expiry in
-    AEROLITH_CRYPTO_QUOTE_MINUTES. Raises ValidationFailed (method not offered or not set
-    up), Conflict (invoice owes nothing) or RateUnavailable; nothing is written then."""
+    """A quote for what `invoice` owes now, paid in `currency`: the rate locked, the exact
+    amount in base units, expiry in AEROLITH_CRYPTO_QUOTE_MINUTES; on Solana (sol, usdc) a
+    Solana Pay request with a fresh reference key, on Tron (trx, usdt) a fresh deposit
+    address. Raises ValidationFailed (method not offered), TronNotSetUp (no usable xpub),
+    Conflict (invoice owes nothing) or RateUnavailable; nothing is written then."""
+    if currency in TRON_METHODS:
+        return _tron_quote_create(tenant=tenant, invoice=invoice, currency=currency, actor=actor)
     if currency not in SOLANA_METHODS:
-        raise _method_refused(currency, f"Paying by {str(currency).upper()} is not available yet; "
-                                        "pay by card, SOL or USDC.")
+        raise _method_refused(currency, f"Paying by {str(currency).upper()} is not available; "
+                                        "pay by card, SOL, USDC, TRX or USDT.")
     merchant = settings.AEROLITH_SOLANA_MERCHANT
     mint = settings.AEROLITH_USDC_MINT if currency == "usdc" else ""
     if not is_pubkey(merchant) or (mint and not is_pubkey(mint)):
@@ -189,6 +202,56 @@ def quote_create(*, tenant, invoice: Invoice, currency: str, actor) -> CryptoQuo
                      after={"invoice": invoice.number, "currency": currency, "amount_cents": quote.amount_cents,
                             "amount": quote.amount_text, "rate": str(rate.normalize()),
                             "rate_source": source, "expires_at": quote.expires_at.isoformat()})
+    return quote
+
+
+class TronNotSetUp(DomainError):
+    status = 503
+    code = "tron_not_set_up"
+    title = "Tron payments not set up"
+
+
+def tron_uri(address: str, units: int, decimals: int, contract: str | None) -> str:
+    """A `tron:` payment URI for display (the QR code itself carries the plain address,
+    which every Tron wallet scans)."""
+    params = [("amount", units_text(units, decimals))] + ([("token", contract)] if contract else [])
+    return f"tron:{address}?" + "&".join(f"{key}={url_quote(value, safe='')}" for key, value in params)
+
+
+def _tron_quote_create(*, tenant, invoice: Invoice, currency: str, actor) -> CryptoQuote:
+    xpub = settings.AEROLITH_TRON_XPUB
+    contract = normalise(settings.AEROLITH_USDT_CONTRACT) if currency == "usdt" else ""
+    if not xpub_usable(xpub) or contract is None:
+        raise TronNotSetUp(f"Paying by {currency.upper()} is not set up on this installation (no usable "
+                           "Tron extended public key or USDT contract); pay by card or another coin.")
+    if invoice.tenant_id != tenant.pk:
+        raise NotFound(f"No invoice numbered '{invoice.number}' in this organisation.", code="invoice_not_found")
+    _payable_or_conflict(invoice)
+    rate, source = rate_for(currency)
+    decimals = TRON_DECIMALS[currency]
+    with transaction.atomic():
+        _subscription, invoice = _locked(invoice.pk)
+        _payable_or_conflict(invoice)
+        now = clock.now(tenant)
+        units = base_units_for(invoice.amount_due_cents, rate, decimals)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT nextval(%s)", [TRON_INDEX_SEQUENCE])
+            index = int(cursor.fetchone()[0])
+        address = deposit_address(xpub, index)
+        quote = CryptoQuote.objects.create(
+            tenant=tenant, invoice=invoice, currency=currency, network="tron",
+            amount_cents=invoice.amount_due_cents, rate=rate, rate_source=source,
+            amount_base_units=units, decimals=decimals, address=address, token=contract,
+            derivation_index=index, reference=None, memo=invoice.number,
+            url=tron_uri(address, units, decimals, contract or None),
+            expires_at=now + timedelta(minutes=settings.AEROLITH_CRYPTO_QUOTE_MINUTES), created_at=now)
+        job_schedule(tenant=tenant, kind=QUOTE_EXPIRE_JOB, key=str(quote.pk), due_at=quote.expires_at,
+                     payload={"quote_id": quote.pk})
+        audit_record(action="crypto_quote.created", tenant=tenant, actor=actor, target=quote,
+                     after={"invoice": invoice.number, "currency": currency, "amount_cents": quote.amount_cents,
+                            "amount": quote.amount_text, "rate": str(rate.normalize()),
+                            "rate_source": source, "address": address, "derivation_index": index,
+                            "expires_at": quote.expires_at.isoformat()})
     return quote
 
 
@@ -283,7 +346,7 @@ def _settle(quote: CryptoQuote, now, *, txid: str) -> None:
         payment = Payment.objects.create(
             tenant=quote.tenant, invoice=invoice, method=quote.currency, status=Payment.Status.SUCCEEDED,
             amount_cents=applied, currency=invoice.currency, gateway_reference=txid,
-            reference=quote.reference or "", received_on=now.date(), created_at=now)
+            reference=quote.reference or quote.address, received_on=now.date(), created_at=now)
         invoice_receive(subscription=subscription, invoice=invoice, amount_cents=applied, actor="system")
     quote.status, quote.settled_at = Status.SETTLED, now
     quote.applied_cents, quote.payment = applied, payment
@@ -360,14 +423,20 @@ def quote_refresh(*, quote_id: int, chain=None) -> CryptoQuote:
     quote is then neither changed nor expired."""
     quote = CryptoQuote.objects.select_related("tenant").get(pk=quote_id)
     now = clock.now(quote.tenant)
-    if quote.network != "solana" or not _watched(quote, now):
+    if not _watched(quote, now):
         return quote
     known_final = frozenset(quote.transfers.filter(finality=ChainTransfer.Finality.FINALIZED)
                             .values_list("txid", flat=True))
     try:
-        observed = (chain or solana_chain()).transfers(
-            reference=quote.reference, recipient=quote.address, mint=quote.token or None,
-            known_final=known_final)
+        if chain is not None and getattr(chain, "network", "solana") != quote.network:
+            chain = None  # a chain given for the other network (quotes_scan passes one for all)
+        if quote.network == "tron":
+            observed = (chain or tron_chain()).transfers(
+                address=quote.address, contract=quote.token or None, known_final=known_final)
+        else:
+            observed = (chain or solana_chain()).transfers(
+                reference=quote.reference, recipient=quote.address, mint=quote.token or None,
+                known_final=known_final)
     except ChainUnavailable as error:
         CryptoQuote.objects.filter(pk=quote.pk).update(last_error=error.detail[:500], last_checked_at=now)
         raise
@@ -381,7 +450,7 @@ def quote_refresh(*, quote_id: int, chain=None) -> CryptoQuote:
 def watched_quotes():
     """Quotes the beat pass looks at: open ones, and recent others (late or extra money)."""
     horizon = clock.wall_now() - timedelta(hours=settings.AEROLITH_CRYPTO_WATCH_HOURS)
-    return (CryptoQuote.objects.filter(network="solana")
+    return (CryptoQuote.objects
             .filter(Q(status__in=OPEN) | Q(expires_at__gte=horizon) | Q(transfers__finality="confirmed"))
             .distinct().order_by("expires_at", "id"))
 

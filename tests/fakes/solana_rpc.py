@@ -12,7 +12,10 @@ and token balances before and after, and its error. It answers, in the documente
 - getTransaction with encoding jsonParsed (accountKeys as objects, meta with
   pre/postBalances, pre/postTokenBalances whose `uiTokenAmount.amount` is the exact
   integer string), null when not visible at the commitment asked;
-- getLatestBlockhash, getBalance, getSlot, getHealth, getVersion, sendTransaction,
+- getLatestBlockhash, getBalance, getSlot, getHealth, getVersion, sendTransaction (a
+  signature already executed is not executed again: with preflight it answers the
+  "already been processed" error, with skipPreflight the signature, as a node does),
+  getFeeForMessage, getSignatureStatuses, getMinimumBalanceForRentExemption,
   requestAirdrop.
 
 Commitment: a transaction is `confirmed` when sent and `finalized` once the test calls
@@ -39,7 +42,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from solders.account import Account
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
-from solders.message import Message
+from solders.message import Message, from_bytes_versioned
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.system_program import CreateAccountParams, TransferParams, create_account
@@ -56,6 +59,7 @@ MEMO_PROGRAM_ID = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcH
 MINT_SIZE = 82
 TOKEN_ACCOUNT_SIZE = 165
 MAX_LIMIT = 1000
+LAMPORTS_PER_SIGNATURE = 5000
 KNOWN_ERRORS = {"AccountInUse", "AccountNotFound", "InsufficientFundsForFee", "InvalidAccountForFee",
                 "AlreadyProcessed", "BlockhashNotFound", "ProgramAccountNotFound", "InvalidAccountIndex",
                 "SignatureFailure", "InvalidProgramForExecution", "AccountBorrowOutstanding"}
@@ -96,6 +100,7 @@ class SolanaLedger:
         self.faults: deque = deque()
         self.calls: Counter = Counter()
         self.block_time = int(time.time())
+        self.sent_raw: list[bytes] = []  # every sendTransaction payload, as received
 
     # --- chain operations used by tests --------------------------------------------------
 
@@ -357,12 +362,53 @@ class SolanaLedger:
         return {"solana-core": "2.1.0-litesvm", "feature-set": 0}
 
     def rpc_sendTransaction(self, encoded, config=None):
-        encoding = (config or {}).get("encoding", "base58")
+        config = config or {}
+        encoding = config.get("encoding", "base58")
         raw = base64.b64decode(encoded) if encoding == "base64" else b58decode(encoded)
-        record = self.submit(VersionedTransaction.from_bytes(raw))
+        tx = VersionedTransaction.from_bytes(raw)
+        self.sent_raw.append(bytes(raw))
+        known = self.by_signature.get(str(tx.signatures[0]))
+        if known is not None:  # a node's status cache: the same signature is never executed twice
+            if config.get("skipPreflight"):
+                return known.signature
+            raise RpcError(-32002, "Transaction simulation failed: This transaction has already been processed",
+                           _preflight_data("AlreadyProcessed"))
+        record = self.submit(tx)
         if record.err is not None:
-            raise RpcError(-32002, f"Transaction simulation failed: {record.err}")
+            raise RpcError(-32002, f"Transaction simulation failed: {record.err}", _preflight_data(record.err))
         return record.signature
+
+    def rpc_getFeeForMessage(self, encoded, config=None):
+        """Fee of a base64 message: LAMPORTS_PER_SIGNATURE per required signature (no
+        priority fee), null when its blockhash is not the latest (as a node answers for an
+        expired one)."""
+        message = from_bytes_versioned(base64.b64decode(encoded))
+        if str(message.recent_blockhash) != str(self.svm.latest_blockhash()):
+            return self._context(None)
+        return self._context(LAMPORTS_PER_SIGNATURE * message.header.num_required_signatures)
+
+    def rpc_getSignatureStatuses(self, signatures, config=None):
+        if len(signatures) > 256:
+            raise RpcError(-32602, "Too many inputs provided; max 256")
+        values = []
+        for signature in signatures:
+            record = self.by_signature.get(signature)
+            if record is None:
+                values.append(None)
+                continue
+            final = record.slot <= self.finalized_slot
+            values.append({"slot": record.slot, "confirmations": None if final else 0, "err": record.err,
+                           "status": {"Ok": None} if record.err is None else {"Err": record.err},
+                           "confirmationStatus": self._status(record)})
+        return self._context(values)
+
+    def rpc_getMinimumBalanceForRentExemption(self, size, config=None):
+        return self.svm.minimum_balance_for_rent_exemption(int(size))
+
+    def token_balance(self, owner: Pubkey, mint: Pubkey) -> int:
+        """The owner's associated token account balance for `mint` (0 when missing)."""
+        account = self.svm.get_account(get_associated_token_address(owner, mint))
+        return int.from_bytes(bytes(account.data)[64:72], "little") if account is not None else 0
 
     def rpc_requestAirdrop(self, address, lamports, config=None):
         self.airdrop(Pubkey.from_string(address), int(lamports))
@@ -370,9 +416,14 @@ class SolanaLedger:
 
 
 class RpcError(Exception):
-    def __init__(self, code: int, message: str):
+    def __init__(self, code: int, message: str, data=None):
         super().__init__(message)
-        self.code, self.message = code, message
+        self.code, self.message, self.data = code, message, data
+
+
+def _preflight_data(err) -> dict:
+    """The `data` of a -32002 preflight failure (a simulation result), as nodes send it."""
+    return {"err": err, "logs": [], "accounts": None, "unitsConsumed": 0, "returnData": None}
 
 
 def _handler_for(ledger: SolanaLedger):
@@ -407,7 +458,10 @@ def _handler_for(ledger: SolanaLedger):
             try:
                 result = ledger.rpc(request["method"], request.get("params") or [])
             except RpcError as error:
-                return {"jsonrpc": "2.0", "id": request.get("id"), "error": {"code": error.code, "message": error.message}}
+                body = {"code": error.code, "message": error.message}
+                if error.data is not None:
+                    body["data"] = error.data
+                return {"jsonrpc": "2.0", "id": request.get("id"), "error": body}
             return {"jsonrpc": "2.0", "id": request.get("id"), "result": result}
 
         def _send(self, status: int, payload, headers: dict | None = None):

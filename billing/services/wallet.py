@@ -1,0 +1,79 @@
+"""The wallet's set-up (SPEC §6 "Sending"): signing keys imported or generated, sealed by
+the secret box at once; addresses listed; the Tron extended public key checked. The
+plaintext of a secret key lives only in local variables here and is never returned,
+logged or audited — only the public address is."""
+from django.db import transaction
+
+from aerolith import crypto as secret_box
+from aerolith.errors import Conflict, ValidationFailed
+from tenants.services.audit import audit_record
+
+from ..models import SigningKey
+from ..payments.solana_send import parse_secret_key
+
+NETWORKS_WITH_KEYS = ("solana",)
+
+
+def _network_checked(network: str) -> None:
+    if network not in NETWORKS_WITH_KEYS:
+        raise ValidationFailed({"network": [("network_unsupported",
+                                             f"Signing keys are kept for {', '.join(NETWORKS_WITH_KEYS)} only; "
+                                             "Tron receives through an extended public key (import-xpub).")]})
+
+
+def _store(network: str, address: str, secret: bytes, label: str, actor) -> SigningKey:
+    with transaction.atomic():
+        if SigningKey.objects.filter(network=network, address=address).exists():
+            raise Conflict(f"A {network} key for {address} is already stored.", code="signing_key_exists")
+        key = SigningKey(network=network, address=address, label=label[:100])
+        key.secret_sealed = secret_box.encrypt(secret, context=key.secret_context)
+        key.save(force_insert=True)
+        audit_record(action="wallet.signing_key_added", actor=actor, target=key,
+                     after={"network": network, "address": address, "label": key.label})
+    return key
+
+
+def signing_key_import(*, network: str, secret_text: str, label: str = "", actor="cli") -> SigningKey:
+    """Seal and store a secret key given as text (base58 or a keypair file's JSON array).
+    Raises ValidationFailed for a bad key (the message never repeats it) or Conflict
+    when that address is stored already; nothing is stored then."""
+    _network_checked(network)
+    try:
+        secret = parse_secret_key(secret_text)
+    except ValueError as error:
+        raise ValidationFailed({"secret_key": [("invalid_secret_key", str(error))]}) from None
+    from solders.keypair import Keypair
+
+    address = str(Keypair.from_bytes(secret).pubkey())
+    return _store(network, address, secret, label, actor)
+
+
+def signing_key_generate(*, network: str, label: str = "", actor="cli") -> SigningKey:
+    """A new random key, sealed and stored; only its address is ever shown."""
+    _network_checked(network)
+    from solders.keypair import Keypair
+
+    keypair = Keypair()
+    return _store(network, str(keypair.pubkey()), bytes(keypair), label, actor)
+
+
+def signing_keys():
+    return SigningKey.objects.order_by("network", "created_at", "id")
+
+
+def tron_xpub_checked(xpub: str) -> str:
+    """The first receive address (index 0) of a Tron account-level extended public key
+    (m/44'/195'/0'), as billing.payments.tron derives it. Raises ValidationFailed for a
+    private key or anything that is not a usable xpub."""
+    from ..payments.tron import deposit_address
+
+    text = (xpub or "").strip()
+    if text[1:4] == "prv":
+        raise ValidationFailed({"xpub": [("private_key_given",
+                                          "That is an extended PRIVATE key; give the extended public key "
+                                          "(xpub…) — receiving needs no private key.")]})
+    try:
+        return deposit_address(text, 0)
+    except Exception:  # noqa: BLE001 - bip-utils raises several kinds for bad keys
+        raise ValidationFailed({"xpub": [("invalid_xpub", "That is not a BIP32 extended public key (xpub…) "
+                                                          "of a Tron account.")]}) from None
