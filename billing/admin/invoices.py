@@ -22,6 +22,7 @@ from ..services.invoices import (
     invoice_finalize,
     invoice_manual_draft,
     invoice_mark_uncollectible,
+    invoice_pay_from_balance,
     invoice_void,
 )
 from .common import admin_link, report_each, short_time, usd
@@ -133,7 +134,7 @@ class InvoiceAdmin(InvoicePagesMixin, admin.ModelAdmin):
     form = ManualInvoiceForm
     change_form_template = "admin/billing/invoice/change_form.html"
     actions = ["finalise", "void", "mark_uncollectible", "download_pdf", "record_bank_transfer",
-               "refund_to_balance"]
+               "refund_to_balance", "pay_from_balance"]
     summary_fields = ["number", "tenant_link", "status", "reason", "currency", "period_start",
                       "period_end", *AMOUNTS, "created_at", "finalized_at", "due_at", "paid_at",
                       "closed_at", "attempt_count"]
@@ -257,6 +258,15 @@ class InvoiceAdmin(InvoicePagesMixin, admin.ModelAdmin):
             return f"written off as uncollectible; {usd(invoice.amount_due_cents)} stays due if paid later."
 
         report_each(self, request, queryset.order_by("pk"), write_off)
+
+    @admin.action(description="Pay selected invoices from the tenant's balance", permissions=["change"])
+    def pay_from_balance(self, request, queryset):
+        def pay(invoice):
+            invoice = invoice_pay_from_balance(invoice=invoice, actor=request.user)
+            left = f"{usd(invoice.amount_due_cents)} still due." if invoice.amount_due_cents else "paid."
+            return f"balance applied; {left}"
+
+        report_each(self, request, queryset.order_by("pk"), pay)
 
     @admin.action(description="Download PDF (a zip for several)", permissions=["view"])
     def download_pdf(self, request, queryset):

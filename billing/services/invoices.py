@@ -319,6 +319,29 @@ def invoice_refund_to_balance(*, invoice: Invoice, amount_cents: int, actor, rea
     return invoice
 
 
+def invoice_pay_from_balance(*, invoice: Invoice, actor) -> Invoice:
+    """Use the tenant's balance for what an open invoice still owes (staff resolving a late
+    or partial crypto payment, or a credit granted after the invoice was issued). Pays as
+    much as the balance holds; the rest stays due. Refused when the invoice owes nothing or
+    the balance is empty."""
+    with transaction.atomic():
+        subscription, invoice = _locked(invoice.pk)
+        if not invoice.is_payable:
+            raise Conflict(f"Invoice {invoice} is {invoice.get_status_display().lower()} and owes "
+                           "nothing.", code="invoice_not_payable")
+        if subscription is None or subscription.balance_cents <= 0:
+            raise Conflict("The tenant's balance is empty: there is no credit to apply.",
+                           code="balance_empty")
+        amount = min(subscription.balance_cents, invoice.amount_due_cents)
+        balance_move(subscription=subscription, kind=BalanceTransaction.Kind.APPLIED,
+                     amount_cents=-amount, invoice=invoice, actor=actor,
+                     description=f"Applied to invoice {invoice.number}")
+        audit_record(action="invoice.paid_from_balance", tenant=invoice.tenant, actor=actor,
+                     target=invoice, after={"amount_cents": amount})
+        invoice_receive(subscription=subscription, invoice=invoice, amount_cents=amount, actor=actor)
+    return invoice
+
+
 def _adjustments_checked(adjustments: list[LineDraft]) -> list[LineDraft]:
     errors = []
     for line in adjustments:

@@ -429,3 +429,42 @@ def test_negative_dollars_only_where_allowed():
     assert dollars_to_cents("-15.50", allow_negative=True) == -1550
     with pytest.raises(forms.ValidationError, match="positive"):
         dollars_to_cents("-15.50")
+
+
+# --- pay from the balance (staff resolving late or partial crypto payments) ----------------
+
+def _credit(tenant, cents):
+    from billing.services.invoices import balance_move
+
+    subscription = Subscription.objects.select_related("tenant").get(tenant=tenant)
+    balance_move(subscription=subscription, kind=BalanceTransaction.Kind.STAFF_GRANT, amount_cents=cents,
+                 description="late USDC payment credited", actor="test")
+
+
+def test_pay_from_balance_uses_what_the_balance_holds_and_leaves_the_rest_due(console, alice):
+    invoice = make_invoice(alice, 5000)
+    _credit(alice, 1200)
+    response = act(console, "pay_from_balance", invoice)
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.amount_paid_cents, invoice.amount_due_cents) == ("open", 1200, 3800)
+    assert Subscription.objects.get(tenant=alice).balance_cents == 0
+    assert f"{invoice.number}: balance applied; 38.00 USD still due." in messages_of(response)
+    _credit(alice, 9000)
+    act(console, "pay_from_balance", invoice)
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.amount_due_cents) == ("paid", 0)
+    assert Subscription.objects.get(tenant=alice).balance_cents == 5200
+    assert AuditEvent.objects.filter(action="invoice.paid_from_balance", target_id=str(invoice.pk)).count() == 2
+
+
+def test_pay_from_balance_refuses_an_empty_balance_or_a_settled_invoice(console, alice):
+    invoice = make_invoice(alice, 5000)
+    before = snapshot(invoice)
+    response = act(console, "pay_from_balance", invoice)
+    assert f"{invoice.number}: The tenant's balance is empty: there is no credit to apply." in messages_of(response)
+    assert snapshot(invoice) == before
+    paid = make_paid_invoice(alice, 700)
+    _credit(alice, 500)
+    response = act(console, "pay_from_balance", paid)
+    assert any("owes nothing" in m for m in messages_of(response))
+    assert Subscription.objects.get(tenant=alice).balance_cents == 500
