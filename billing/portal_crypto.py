@@ -4,7 +4,10 @@ SVG: the Solana Pay request, or the Tron deposit address), the exact amount, the
 (Solana), a countdown to expiry and a status that
 refreshes itself (a few lines of JavaScript fetching the status partial every 5 s; a
 meta refresh without JavaScript). Thin: parse, call one service, render."""
+from urllib.parse import urlencode
+
 import segno
+from django.conf import settings
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import path
@@ -59,11 +62,25 @@ def _context(request, quote) -> dict:
             "countdown": f"{seconds // 60}:{seconds % 60:02d}", "poll_seconds": POLL_SECONDS}
 
 
+def test_wallet_url(quote) -> str:
+    """In test mode, the local chain fake's /wallet page prefilled to pay `quote`
+    (tests/fakes/solana_rpc.py, trongrid.py); "" outside test mode."""
+    if not settings.AEROLITH_TEST_MODE:
+        return ""
+    if quote.network == "tron":
+        base = settings.AEROLITH_TRONGRID_URL
+        query = {"address": quote.address, "amount": quote.amount_text, "currency": quote.currency}
+    else:
+        base, query = settings.AEROLITH_SOLANA_RPC_URL, {"url": quote.url}
+    return f"{base.rstrip('/')}/wallet?{urlencode(query)}"
+
+
 @require_GET
 @member_required()
 def crypto_quote_page(request, quote_id):
     quote = _quote(request, quote_id)
     context = _context(request, quote)
+    context["test_wallet_url"] = test_wallet_url(quote) if quote.is_open else ""
     if quote.network == "tron":  # wallets scan the plain address; the amount is shown beside it
         context["qr"] = qr_svg(quote.address, title="Tron deposit address QR code")
     else:

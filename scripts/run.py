@@ -13,6 +13,12 @@ signs its webhooks and sends them to this app's /webhooks/stripe/. With STRIPE_S
 set, the product talks to Stripe (set STRIPE_WEBHOOK_SECRET and AEROLITH_CARD_GATEWAY=stripe).
 The fake keeps its state in memory: cards saved in an earlier run are gone from it (the
 product then asks for a card again).
+
+Crypto: in test mode, unless AEROLITH_SOLANA_RPC_URL / AEROLITH_TRONGRID_URL are set, the
+local chains run too: the Solana fake (LiteSVM, tests/fakes/solana_rpc.py) on
+AEROLITH_SOLANA_FAKE_PORT (8899) and the TronGrid fake on AEROLITH_TRONGRID_FAKE_PORT (8090).
+Each serves a test wallet page at /wallet that pays a quote (the portal's quote page links
+to it in test mode). Their chains live in memory and start empty each run.
 """
 import os
 import secrets
@@ -35,23 +41,80 @@ ROOT = _bootstrap.ROOT
 PY = sys.executable
 
 
-def _wait_for_port(port: int, child: subprocess.Popen, timeout: float = 15.0) -> None:
+def _wait_for_port(port: int, child: subprocess.Popen, timeout: float = 15.0, name: str = "the Stripe fake") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if child.poll() is not None:
-            raise RuntimeError(f"the Stripe fake exited with code {child.returncode}")
+            raise RuntimeError(f"{name} exited with code {child.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"the Stripe fake did not listen on port {port} within {timeout:.0f} s")
+    raise RuntimeError(f"{name} did not listen on port {port} within {timeout:.0f} s")
+
+
+def _test_mode(env: dict) -> bool:
+    return env.get("AEROLITH_TEST_MODE", "").lower() in ("1", "true", "yes", "on")
+
+
+def chain_fake_commands(env: dict) -> dict[str, tuple[list[str], int, str]]:
+    """The chain fakes to run: name -> (command, port, the settings variable pointed at it).
+    Only in test mode, and only for a chain whose URL is not set explicitly."""
+    if not _test_mode(env):
+        return {}
+    fakes = {}
+    if not env.get("AEROLITH_SOLANA_RPC_URL"):
+        port = int(env.get("AEROLITH_SOLANA_FAKE_PORT", "8899"))
+        command = [PY, "-m", "tests.fakes.solana_rpc", "--port", str(port), "--no-stdin"]
+        if env.get("AEROLITH_SOLANA_MERCHANT"):
+            command += ["--merchant", env["AEROLITH_SOLANA_MERCHANT"]]
+        fakes["solana-fake"] = (command, port, "AEROLITH_SOLANA_RPC_URL")
+    if not env.get("AEROLITH_TRONGRID_URL"):
+        port = int(env.get("AEROLITH_TRONGRID_FAKE_PORT", "8090"))
+        fakes["trongrid-fake"] = ([PY, "-m", "tests.fakes.trongrid", "--port", str(port), "--no-stdin"],
+                                  port, "AEROLITH_TRONGRID_URL")
+    return fakes
+
+
+def start_chain_fakes(env: dict) -> dict[str, subprocess.Popen]:
+    """Start the chain fakes of chain_fake_commands; `env` is pointed at them."""
+    children = {}
+    try:
+        for name, (command, port, variable) in chain_fake_commands(env).items():
+            child = subprocess.Popen(command, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+            children[name] = child
+            _wait_for_port(port, child, timeout=60.0, name=f"the {name}")
+            env[variable] = f"http://127.0.0.1:{port}"
+    except BaseException:
+        _stop(children)
+        raise
+    return children
+
+
+def wallet_banner(env: dict, children: dict) -> str:
+    lines = []
+    if "solana-fake" in children:
+        lines.append(f"  SOL / USDC test wallet: {env['AEROLITH_SOLANA_RPC_URL']}/wallet")
+    if "trongrid-fake" in children:
+        lines.append(f"  TRX / USDT test wallet: {env['AEROLITH_TRONGRID_URL']}/wallet")
+    return "\n".join(["Chain fakes (test mode):"] + lines) if lines else ""
+
+
+def _stop(children: dict) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.terminate()
+    for child in children.values():
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
 
 
 def start_stripe_fake(env: dict, web_port: str) -> subprocess.Popen | None:
     """The local Stripe fake, in test mode without Stripe keys; `env` is pointed at it."""
-    test_mode = env.get("AEROLITH_TEST_MODE", "").lower() in ("1", "true", "yes", "on")
-    if not test_mode or env.get("STRIPE_SECRET_KEY"):
+    if not _test_mode(env) or env.get("STRIPE_SECRET_KEY"):
         return None
     fake_port = int(env.get("AEROLITH_STRIPE_FAKE_PORT", "12111"))
     secret = env.get("STRIPE_WEBHOOK_SECRET") or f"whsec_test_{secrets.token_hex(16)}"
@@ -78,19 +141,18 @@ def main() -> int:
             "AEROLITH_URL_PORT": port,
             "PYTHONUNBUFFERED": "1",
         }
-        stripe_fake = start_stripe_fake(env, port)
+        fakes = {}
         try:
-            return _run(env, port, stripe_fake)
+            stripe_fake = start_stripe_fake(env, port)
+            if stripe_fake is not None:
+                fakes["stripe-fake"] = stripe_fake
+            fakes.update(start_chain_fakes(env))
+            return _run(env, port, fakes)
         finally:
-            if stripe_fake is not None and stripe_fake.poll() is None:
-                stripe_fake.terminate()
-                try:
-                    stripe_fake.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    stripe_fake.kill()
+            _stop(fakes)
 
 
-def _run(env: dict, port: str, stripe_fake: subprocess.Popen | None) -> int:
+def _run(env: dict, port: str, fakes: dict[str, subprocess.Popen]) -> int:
     """Migrate, load the demo, then run web, worker and beat until Ctrl-C."""
     manage = [PY, str(ROOT / "manage.py")]
     subprocess.run(manage + ["migrate_all", "--verbosity", "0"], env=env, cwd=ROOT, check=True)
@@ -105,10 +167,12 @@ def _run(env: dict, port: str, stripe_fake: subprocess.Popen | None) -> int:
         "beat": [PY, "-m", "celery", "-A", "aerolith", "beat", "--loglevel", "INFO"],
     }
     children = {name: subprocess.Popen(cmd, env=env, cwd=ROOT) for name, cmd in commands.items()}
-    if stripe_fake is not None:
-        children["stripe-fake"] = stripe_fake
-    print(f"Started web (port {port}), worker and beat{' and the Stripe fake' if stripe_fake else ''}. "
-          "Ctrl-C stops everything.", flush=True)
+    children.update(fakes)
+    extra = f" and {', '.join(fakes)}" if fakes else ""
+    print(f"Started web (port {port}), worker and beat{extra}. Ctrl-C stops everything.", flush=True)
+    banner = wallet_banner(env, fakes)
+    if banner:
+        print(banner, flush=True)
     stop = {"now": False}
 
     def request_stop(signum, frame):
@@ -123,15 +187,8 @@ def _run(env: dict, port: str, stripe_fake: subprocess.Popen | None) -> int:
                 print(f"{name} exited with code {child.returncode}; stopping.", flush=True)
                 stop["now"], exit_code = True, 1
         time.sleep(0.5)
-    for child in children.values():
-        if child.poll() is None:
-            child.terminate()
-    for child in children.values():
-        try:
-            child.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            child.kill()
-    print(f"Stopped web, worker and beat{' and the Stripe fake' if stripe_fake else ''}.", flush=True)
+    _stop(children)
+    print(f"Stopped web, worker and beat{extra}.", flush=True)
     return exit_code
 
 

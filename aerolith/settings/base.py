@@ -259,6 +259,11 @@ AEROLITH_USDT_CONTRACT = env("AEROLITH_USDT_CONTRACT", default="TR7NHqjeKQxGTCi8
 AEROLITH_TRONGRID_TIMEOUT = env.float("AEROLITH_TRONGRID_TIMEOUT", default=10.0)
 AEROLITH_TRONGRID_RETRIES = env.int("AEROLITH_TRONGRID_RETRIES", default=4)
 AEROLITH_TRONGRID_BACKOFF = env.float("AEROLITH_TRONGRID_BACKOFF", default=0.5)
+# Sweeps (billing/services/sweeping.py): where swept coins go (default: the account's
+# internal address 1/0, the treasury that also funds USDT sweeps' energy), and the TRX
+# (in sun) sent to a deposit address before its USDT is swept, also the TRC20 fee_limit.
+AEROLITH_TRON_MERCHANT = env("AEROLITH_TRON_MERCHANT", default="")
+AEROLITH_TRON_SWEEP_FEE_LIMIT = env.int("AEROLITH_TRON_SWEEP_FEE_LIMIT", default=30_000_000)
 AEROLITH_TRX_FALLBACK_USD = env("AEROLITH_TRX_FALLBACK_USD", default="0.25" if AEROLITH_TEST_MODE else "")
 
 # Secrets at rest (SPEC §8, aerolith/crypto.py): comma-separated base64 32-byte keys, newest

@@ -50,7 +50,7 @@ class CryptoQuoteAdmin(ReadOnlyAdmin):
     paginator = CappedPaginator
     show_full_result_count = False
     inlines = [ChainTransferInline]
-    actions = ["look_on_chain", "refund_excess_on_chain"]
+    actions = ["look_on_chain", "refund_excess_on_chain", "sweep_to_merchant"]
     fields = ["tenant", "invoice_link", "currency", "network", "status", "paid_partial", "paid_over",
               "paid_late", "quoted", "amount", "received", "rate", "rate_source", "address", "token",
               "derivation_index", "reference", "memo", "url", "expires_at", "settled_at", "payment_link",
@@ -115,6 +115,19 @@ class CryptoQuoteAdmin(ReadOnlyAdmin):
                     f"{outgoing.balance_debit_cents} cents taken back from the balance.{tail}")
 
         report_each(self, request, queryset, refund)
+
+    @admin.action(description="Sweep to merchant (settled Tron quotes)")
+    def sweep_to_merchant(self, request, queryset):
+        from ..services.sweeping import deposit_sweep
+
+        def sweep(quote):
+            outgoing = deposit_sweep(quote=quote, actor=request.user)
+            tail = f" Last error: {outgoing.last_error}" if outgoing.last_error else ""
+            step = "TRX funding for energy" if outgoing.purpose == "sweep_fund" else "sweep"
+            return (f"{step} {outgoing.pk} of {int(outgoing.amount_base_units)} base units from "
+                    f"{outgoing.from_address} to {outgoing.to_address}: {outgoing.get_status_display()}.{tail}")
+
+        report_each(self, request, queryset, sweep)
 
 
 @admin.register(ChainTransfer)

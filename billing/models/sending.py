@@ -45,6 +45,7 @@ class OutgoingTransaction(models.Model):
     class Purpose(models.TextChoices):
         REFUND = "refund", "Refund of an over-payment"
         SWEEP = "sweep", "Sweep of a deposit address"
+        SWEEP_FUND = "sweep_fund", "TRX sent to a deposit address to pay a token sweep's energy"
 
     class Status(models.TextChoices):
         BUILT = "built", "Built"
@@ -76,6 +77,9 @@ class OutgoingTransaction(models.Model):
     created_at = models.DateTimeField(default=clock.wall_now)
     broadcast_at = models.DateTimeField(null=True, blank=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Tron: the signed transaction cannot land after this (chain time); "
+                                         "only then may it be signed again.")
 
     class Meta:
         ordering = ["-created_at", "-id"]

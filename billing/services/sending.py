@@ -1,5 +1,5 @@
 """Sending crypto (SPEC §6 "Sending"): refunds of over-payments on chain (Solana: SOL and
-USDC). Tron sweeps are not built yet.
+USDC). Sweeping Tron deposit addresses lives in services/sweeping.py.
 
 Money: when an over-paid quote settles, services.crypto credits the excess (at the
 quote's locked rate, rounded down to the cent) to the tenant's balance. Refunding the

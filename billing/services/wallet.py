@@ -11,13 +11,14 @@ from tenants.services.audit import audit_record
 from ..models import SigningKey
 from ..payments.solana_send import parse_secret_key
 
-NETWORKS_WITH_KEYS = ("solana",)
+NETWORKS_WITH_KEYS = ("solana",)  # generated here
+NETWORKS_IMPORTED = ("solana", "tron")
 
 
-def _network_checked(network: str) -> None:
-    if network not in NETWORKS_WITH_KEYS:
+def _network_checked(network: str, allowed=NETWORKS_WITH_KEYS) -> None:
+    if network not in allowed:
         raise ValidationFailed({"network": [("network_unsupported",
-                                             f"Signing keys are kept for {', '.join(NETWORKS_WITH_KEYS)} only; "
+                                             f"Signing keys are kept for {', '.join(allowed)} only; "
                                              "Tron receives through an extended public key (import-xpub).")]})
 
 
@@ -36,8 +37,11 @@ def _store(network: str, address: str, secret: bytes, label: str, actor) -> Sign
 def signing_key_import(*, network: str, secret_text: str, label: str = "", actor="cli") -> SigningKey:
     """Seal and store a secret key given as text (base58 or a keypair file's JSON array).
     Raises ValidationFailed for a bad key (the message never repeats it) or Conflict
-    when that address is stored already; nothing is stored then."""
-    _network_checked(network)
+    when that address is stored already; nothing is stored then. Tron takes the
+    account-level extended private key (see tron_xprv_import)."""
+    _network_checked(network, NETWORKS_IMPORTED)
+    if network == "tron":
+        return tron_xprv_import(xprv_text=secret_text, label=label, actor=actor)
     try:
         secret = parse_secret_key(secret_text)
     except ValueError as error:
@@ -77,3 +81,27 @@ def tron_xpub_checked(xpub: str) -> str:
     except Exception:  # noqa: BLE001 - bip-utils raises several kinds for bad keys
         raise ValidationFailed({"xpub": [("invalid_xpub", "That is not a BIP32 extended public key (xpub…) "
                                                           "of a Tron account.")]}) from None
+
+
+def tron_xprv_import(*, xprv_text: str, label: str = "", actor="cli") -> SigningKey:
+    """Seal the account-level extended private key (m/44'/195'/0') that sweeps Tron
+    deposit addresses. It must be the private side of AEROLITH_TRON_XPUB; it is stored
+    under the receive address 0/0. Raises ValidationFailed (never repeating the key)."""
+    from django.conf import settings
+
+    from ..payments.tron import deposit_address
+    from ..payments.tron_tx import account_from_xprv
+
+    xpub = getattr(settings, "AEROLITH_TRON_XPUB", "") or ""
+    if not xpub:
+        raise ValidationFailed({"network": [("tron_xpub_missing", "Set AEROLITH_TRON_XPUB first; the private "
+                                                                  "key is checked against it.")]})
+    text = (xprv_text or "").strip()
+    try:
+        account = account_from_xprv(text)
+    except ValueError as error:
+        raise ValidationFailed({"secret_key": [("invalid_secret_key", str(error))]}) from None
+    if account.PublicKey().ToExtended() != xpub:
+        raise ValidationFailed({"secret_key": [("xpub_mismatch", "That extended private key does not belong "
+                                                                 "to AEROLITH_TRON_XPUB; nothing stored.")]})
+    return _store("tron", deposit_address(xpub, 0), text.encode(), label, actor)

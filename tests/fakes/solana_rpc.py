@@ -54,6 +54,10 @@ from spl.token import instructions as token_ix
 from spl.token import models as token_models
 from spl.token.constants import TOKEN_PROGRAM_ID
 
+from .wallet_page import field as wallet_field
+from .wallet_page import form_fields, send_html
+from .wallet_page import render as wallet_render
+
 USDC_MAINNET_MINT = "EPjFWdd5AufqSSqeM2qN1xzybapC8G4wEGGkZwyTDt1v"
 MEMO_PROGRAM_ID = Pubkey.from_string("MemoSq4gqABAXKb96qnH8TysNcWxMyWCqXgDLGmfcHr")
 MINT_SIZE = 82
@@ -101,6 +105,7 @@ class SolanaLedger:
         self.calls: Counter = Counter()
         self.block_time = int(time.time())
         self.sent_raw: list[bytes] = []  # every sendTransaction payload, as received
+        self.wallet_payer: Keypair | None = None  # who pays from the /wallet page
 
     # --- chain operations used by tests --------------------------------------------------
 
@@ -433,8 +438,17 @@ def _handler_for(ledger: SolanaLedger):
         def log_message(self, *args):  # quiet in tests
             pass
 
+        def do_GET(self):
+            parts = urlsplit(self.path)
+            if parts.path != "/wallet":
+                return self._send(404, {"error": "not found"})
+            send_html(self, 200, wallet_page(ledger, form_fields(parts.query).get("url", "")))
+
         def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            if urlsplit(self.path).path == "/wallet":
+                status, page = wallet_post(ledger, form_fields(body))
+                return send_html(self, status, page)
             fault = None
             with ledger.lock:
                 if ledger.faults:
@@ -501,6 +515,70 @@ class SolanaRpcServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# --- the test wallet page (GET/POST /wallet) ------------------------------------------------
+
+def wallet_page(ledger: SolanaLedger, url: str = "", message: str = "", ok: bool = True) -> bytes:
+    payer = ledger.wallet_payer
+    intro = (f"Pays a quote's <code>solana:</code> URL exactly (SOL, or USDC when it names an spl-token) from "
+             f"the fake's funded payer <code>{payer.pubkey() if payer else 'none'}</code>. The payment is "
+             "confirmed at once; press Finalize to make it final, then wait for the portal's next scan.")
+    form = ('<form method="post" action="/wallet">' + wallet_field("Solana Pay URL", "url", url)
+            + '<button name="action" value="pay">Pay</button>'
+            + '<button name="action" value="finalize">Finalize</button></form>')
+    return wallet_render("Solana test wallet", intro, form, message, ok)
+
+
+def wallet_post(ledger: SolanaLedger, fields: dict[str, str]) -> tuple[int, bytes]:
+    """Pay the posted URL (action pay) or finalize every slot (action finalize);
+    (HTTP status, page). Bad input answers 400 with the reason, never an exception."""
+    url = fields.get("url", "")
+    if fields.get("action") == "finalize":
+        ledger.finalize()
+        return 200, wallet_page(ledger, url, "All slots so far are finalized.")
+    if ledger.wallet_payer is None:
+        return 503, wallet_page(ledger, url, "This chain has no funded test payer.", ok=False)
+    problem = _url_problem(ledger, url)
+    if problem:
+        return 400, wallet_page(ledger, url, problem, ok=False)
+    try:
+        record = ledger.pay_url(ledger.wallet_payer, url)
+    except Exception as error:  # noqa: BLE001 - any bad URL or chain refusal is shown, never raised
+        return 400, wallet_page(ledger, url, f"Could not pay this URL: {error}", ok=False)
+    if record.err is not None:
+        return 400, wallet_page(ledger, url, f"The transaction failed: {record.err}", ok=False)
+    return 200, wallet_page(ledger, url, f"Sent {record.signature} (confirmed). Press Finalize to make it final.")
+
+
+def _url_problem(ledger: SolanaLedger, url: str) -> str:
+    """Why `url` is not a payable solana: transfer request on this chain, or ""."""
+    if not url.startswith("solana:"):
+        return "Paste a solana: URL (it starts with solana:)."
+    parts = urlsplit(url)
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    try:
+        Pubkey.from_string(parts.path)
+    except ValueError:
+        return "The URL's recipient is not a Solana address."
+    amount = query.get("amount", "")
+    whole, _, fraction = amount.partition(".")
+    if not whole.isdigit() or not (fraction.isdigit() or (not fraction and "." not in amount)):
+        return "The URL has no amount=, or it is not a plain decimal number."
+    decimals = 9
+    if "spl-token" in query:
+        try:
+            mint = Pubkey.from_string(query["spl-token"])
+        except ValueError:
+            return "The URL's spl-token is not a Solana address."
+        with ledger.lock:
+            account = ledger.svm.get_account(mint)
+        if account is None or account.owner != TOKEN_PROGRAM_ID or len(account.data) != MINT_SIZE:
+            return f"The token {mint} is not a mint on this chain (USDC is {USDC_MAINNET_MINT})."
+        decimals = bytes(account.data)[44]
+    if len(fraction) > decimals:
+        return f"The amount {amount} has more than {decimals} decimals."
+    return ""
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -575,21 +653,36 @@ def _error_json(err) -> object:
     return name if name in KNOWN_ERRORS else "InvalidAccountForFee"
 
 
+def fund_test_wallet(ledger: SolanaLedger, merchant: str | None = None) -> Keypair:
+    """The local chain of test mode: a payer holding 10,000 SOL and 1,000,000 USDC (a real
+    mint at mainnet USDC's address), who pays from the /wallet page; `merchant` gets rent."""
+    payer = ledger.funded_keypair(10_000 * 10**9)
+    if merchant:
+        ledger.airdrop(Pubkey.from_string(merchant), 10**9)
+    usdc = ledger.create_mint(payer, 6, USDC_MAINNET_MINT)
+    ledger.mint_to(payer, usdc, payer.pubkey(), 10**6 * 10**6)
+    ledger.wallet_payer = payer
+    return payer
+
+
 def main(argv=None):  # pragma: no cover - a local chain for trying test mode by hand
     import argparse
 
     parser = argparse.ArgumentParser(description="A LiteSVM-backed Solana RPC for test mode.")
     parser.add_argument("--port", type=int, default=8899)
     parser.add_argument("--merchant", default="8yyxXhu2CJFGGHViFZqDqKkJk4rvM3PvoHqiWU1fvBWN")
+    parser.add_argument("--no-stdin", action="store_true",
+                        help="do not read commands from stdin; serve until terminated (scripts/run.py)")
     args = parser.parse_args(argv)
     server = SolanaRpcServer(port=args.port)
     ledger = server.ledger
-    payer = ledger.funded_keypair(10_000 * 10**9)
-    ledger.airdrop(Pubkey.from_string(args.merchant), 10**9)
-    usdc = ledger.create_mint(payer, 6, USDC_MAINNET_MINT)
-    ledger.mint_to(payer, usdc, payer.pubkey(), 10**6 * 10**6)
+    payer = fund_test_wallet(ledger, args.merchant)
     server.start()
     print(f"Solana RPC (LiteSVM) on {server.url}; payer {payer.pubkey()} holds 10,000 SOL and 1,000,000 USDC.")
+    print(f"Test wallet page: {server.url}/wallet", flush=True)
+    if args.no_stdin:
+        _serve_until_signal(server)
+        return
     print("Paste a quote's solana: URL and press Enter to pay it; type 'final' to finalize.", flush=True)
     try:
         while True:
@@ -598,10 +691,25 @@ def main(argv=None):  # pragma: no cover - a local chain for trying test mode by
                 ledger.finalize()
                 print("All slots finalized.", flush=True)
             elif line.startswith("solana:"):
-                record = ledger.pay_url(payer, line)
+                try:
+                    record = ledger.pay_url(payer, line)
+                except Exception as error:  # noqa: BLE001 - a typo must not stop the chain
+                    print(f"error: {error}", flush=True)
+                    continue
                 print(f"Sent {record.signature} (err: {record.err}); 'final' to finalize.", flush=True)
     except (EOFError, KeyboardInterrupt):
         server.stop()
+
+
+def _serve_until_signal(server) -> None:  # pragma: no cover
+    """Block until SIGTERM or SIGINT, then stop the server."""
+    import signal
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover

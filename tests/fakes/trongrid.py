@@ -14,6 +14,13 @@ Served, as TronGrid does:
 - GET  /v1/accounts/{address}/transactions/trc20  (same, plus contract_address)
 - POST /wallet/gettransactioninfobyid, /walletsolidity/gettransactioninfobyid ({} until
   the block is solidified)
+- POST /wallet/getnowblock, /walletsolidity/getnowblock (head / solidified head)
+- POST /wallet/broadcasttransaction: checks raw_data_hex encodes raw_data, txID is its
+  sha256, the signature recovers to the owner, the expiration is ahead of the head and
+  the owner's TRX balance (what it received minus what it sent and burnt); a known txID
+  answers DUP_TRANSACTION_ERROR. A TRC20 transfer burns SWEEP_ENERGY_FEE sun, or fails
+  OUT_OF_ENERGY (burning what the owner has) when it holds less. Accepted bytes are kept
+  in `server.broadcasts`; `server.refuse_broadcasts` makes the node answer HTTP 500.
 Faults: `server.faults` is a list consumed one per request: "429" (with Retry-After: 0),
 "500", or "timeout" (the answer comes after `timeout_delay` seconds).
 """
@@ -26,57 +33,21 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from tronpy.keys import PrivateKey, keccak256, to_base58check_address, to_hex_address
+from tronpy.keys import PrivateKey, Signature, keccak256, to_base58check_address, to_hex_address
+
+from .wallet_page import field as wallet_field
+from .wallet_page import form_fields, render, send_html
 
 TRANSFER_TOPIC = keccak256(b"Transfer(address,address,uint256)").hex()
 APPROVAL_TOPIC = keccak256(b"Approval(address,address,uint256)").hex()
 TRANSFER_SELECTOR = keccak256(b"transfer(address,uint256)")[:4].hex()
 PAGE_MAX = 200
+SWEEP_ENERGY_FEE = 13_844_850  # SUN a USDT transfer burns without energy
+USDT_MAINNET = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
 
 
-# --- protobuf, just what Transaction.raw needs ---------------------------------------------------
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _int_field(number: int, value: int) -> bytes:
-    return _varint(number << 3) + _varint(value) if value else b""
-
-
-def _bytes_field(number: int, value: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(value)) + value if value else b""
-
-
-CONTRACT_TYPES = {"TransferContract": 1, "TriggerSmartContract": 31}
-
-
-def encode_raw_data(raw: dict) -> bytes:
-    """protocol.Transaction.raw of a transaction with one Transfer- or TriggerSmartContract."""
-    (contract,) = raw["contract"]
-    value = contract["parameter"]["value"]
-    if contract["type"] == "TransferContract":
-        body = (_bytes_field(1, bytes.fromhex(value["owner_address"]))
-                + _bytes_field(2, bytes.fromhex(value["to_address"])) + _int_field(3, value["amount"]))
-    else:
-        body = (_bytes_field(1, bytes.fromhex(value["owner_address"]))
-                + _bytes_field(2, bytes.fromhex(value["contract_address"]))
-                + _int_field(3, value.get("call_value", 0)) + _bytes_field(4, bytes.fromhex(value["data"])))
-    any_ = _bytes_field(1, contract["parameter"]["type_url"].encode()) + _bytes_field(2, body)
-    contract_bytes = _int_field(1, CONTRACT_TYPES[contract["type"]]) + _bytes_field(2, any_)
-    return (_bytes_field(1, bytes.fromhex(raw["ref_block_bytes"]))
-            + _bytes_field(4, bytes.fromhex(raw["ref_block_hash"]))
-            + _int_field(8, raw["expiration"]) + _bytes_field(10, bytes.fromhex(raw.get("data", "")))
-            + _bytes_field(11, contract_bytes) + _int_field(14, raw["timestamp"])
-            + _int_field(18, raw.get("fee_limit", 0)))
+# protobuf encoding lives in product code now (billing/payments/tron_tx.py); re-exported here
+from billing.payments.tron_tx import encode_raw_data  # noqa: E402,F401
 
 
 def _word(address: str) -> str:
@@ -94,6 +65,10 @@ class TronTx:
     info: dict = field(default_factory=dict)
     contract: str = ""
     solid: bool = False
+    sender: str = ""  # base58
+    amount: int = 0  # SUN (TRX) or token units
+    fee: int = 0  # SUN burnt
+    ok: bool = True
 
 
 class TronLedger:
@@ -133,7 +108,8 @@ class TronLedger:
             info = {"id": txid, "blockNumber": self.block, "blockTimeStamp": self.clock_ms,
                     "receipt": {"net_usage": 268}}
             self.txs.append(TronTx(txid, to_base58check_address(to), self.block, self.clock_ms, row=row,
-                                   info=info))
+                                   info=info, sender=key.public_key.to_base58check_address(), amount=amount,
+                                   ok=ret == "SUCCESS"))
         return txid
 
     def pay_trc20(self, key: PrivateKey, contract: str, to: str, amount: int, *, symbol: str = "USDT",
@@ -161,8 +137,87 @@ class TronLedger:
                          "block_timestamp": self.clock_ms, "from": sender, "to": to_base58check_address(to),
                          "type": event, "value": str(amount)}
             self.txs.append(TronTx(txid, to_base58check_address(to), self.block, self.clock_ms,
-                                   trc20_row=trc20_row, info=info, contract=to_base58check_address(contract)))
+                                   trc20_row=trc20_row, info=info, contract=to_base58check_address(contract),
+                                   sender=sender, amount=amount, ok=ret == "SUCCESS"))
         return txid
+
+    def trx_balance(self, address: str) -> int:
+        address = to_base58check_address(address)
+        total = 0
+        for tx in self.txs:
+            if tx.sender == address:
+                total -= tx.fee
+            if not tx.ok or tx.contract:
+                continue
+            total += tx.amount * ((tx.to == address) - (tx.sender == address))
+        return total
+
+    def token_balance(self, contract: str, address: str) -> int:
+        address, contract = to_base58check_address(address), to_base58check_address(contract)
+        return sum(tx.amount * ((tx.to == address) - (tx.sender == address))
+                   for tx in self.txs if tx.ok and tx.contract == contract)
+
+    def head(self) -> dict:
+        return {"blockID": f"{self.block:016x}" + hashlib.sha256(str(self.block).encode()).hexdigest()[:48],
+                "block_header": {"raw_data": {"number": self.block, "timestamp": self.clock_ms}}}
+
+    def accept(self, body: dict) -> dict:
+        """/wallet/broadcasttransaction of a signed transaction (see the module docstring)."""
+        def refuse(code, message):
+            return {"result": False, "code": code, "txid": body.get("txID"), "message": message.encode().hex()}
+
+        raw, raw_hex, txid = body.get("raw_data") or {}, body.get("raw_data_hex", ""), body.get("txID", "")
+        with self.lock:
+            if encode_raw_data(raw).hex() != raw_hex or hashlib.sha256(bytes.fromhex(raw_hex)).hexdigest() != txid:
+                return refuse("SIGERROR", "raw_data_hex or txID does not match raw_data")
+            if any(t.txid == txid for t in self.txs):
+                return {"code": "DUP_TRANSACTION_ERROR", "txid": txid, "message": b"dup transaction".hex()}
+            if raw["expiration"] <= self.clock_ms:
+                return refuse("TRANSACTION_EXPIRATION_ERROR", "Transaction expired")
+            (contract,) = raw["contract"]
+            value = contract["parameter"]["value"]
+            owner = to_base58check_address(value["owner_address"])
+            signer = Signature.fromhex(body["signature"][0]).recover_public_key_from_msg_hash(bytes.fromhex(txid))
+            if signer.to_base58check_address() != owner:
+                return refuse("SIGERROR", "Validate signature error: not the owner")
+            balance = self.trx_balance(owner)
+            self.block += 1
+            self.clock_ms += 3000
+            if contract["type"] == "TransferContract":
+                if balance < value["amount"]:
+                    return refuse("CONTRACT_VALIDATE_ERROR", "Validate TransferContract error, balance is "
+                                                             "not sufficient.")
+                to = to_base58check_address(value["to_address"])
+                row = {"ret": [{"contractRet": "SUCCESS", "fee": 0}], "signature": body["signature"],
+                       "txID": txid, "raw_data_hex": raw_hex, "raw_data": raw, "blockNumber": self.block,
+                       "block_timestamp": self.clock_ms}
+                info = {"id": txid, "blockNumber": self.block, "blockTimeStamp": self.clock_ms,
+                        "receipt": {"net_usage": 268}}
+                self.txs.append(TronTx(txid, to, self.block, self.clock_ms, row=row, info=info, sender=owner,
+                                       amount=value["amount"]))
+                return {"result": True, "txid": txid}
+            data = value["data"]
+            to = to_base58check_address("41" + data[8 + 24:8 + 64])
+            amount = int(data[8 + 64:], 16)
+            token = to_base58check_address(value["contract_address"])
+            ok, result = True, "SUCCESS"
+            if balance < SWEEP_ENERGY_FEE:
+                ok, result, fee = False, "OUT_OF_ENERGY", max(balance, 0)
+            else:
+                fee = SWEEP_ENERGY_FEE
+                if self.token_balance(token, owner) < amount:
+                    ok, result = False, "REVERT"
+            info = {"id": txid, "fee": fee, "blockNumber": self.block, "blockTimeStamp": self.clock_ms,
+                    "contract_address": value["contract_address"],
+                    "receipt": {"energy_usage_total": 64_285, "net_usage": 345, "result": result},
+                    "log": [{"address": value["contract_address"][2:],
+                             "topics": [TRANSFER_TOPIC, _word(owner), _word(to)], "data": f"{amount:064x}"}]
+                    if ok else []}
+            if not ok:
+                info["result"] = "FAILED"
+            self.txs.append(TronTx(txid, to, self.block, self.clock_ms, info=info, contract=token, sender=owner,
+                                   amount=amount, fee=fee, ok=ok))
+            return {"result": True, "txid": txid}
 
     def solidify(self) -> None:
         with self.lock:
@@ -179,6 +234,11 @@ class TronGridServer:
         self.ignore_contract_filter = False
         self.base58_in_raw_data = False
         self.api_keys: list[str | None] = []
+        self.broadcasts: list[bytes] = []
+        self.refuse_broadcasts = 0  # answer this many broadcasts with HTTP 500
+        self.solid_lag_ms = 0  # how far the solidified head trails the head
+        self.wallet_payer = PrivateKey.random()  # the /wallet page's sender (pays straight into the ledger)
+        self.usdt_contract = USDT_MAINNET
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -212,6 +272,11 @@ class TronGridServer:
                 return fault is not None
 
             def do_GET(self):
+                parts = urlsplit(self.path)
+                if parts.path == "/wallet":
+                    fields = form_fields(parts.query)
+                    return send_html(self, 200, server.wallet_page(
+                        fields.get("address", ""), fields.get("amount", ""), fields.get("currency", "usdt")))
                 if self._fault():
                     return
                 parts = urlsplit(self.path)
@@ -222,11 +287,25 @@ class TronGridServer:
                 self._answer(200, server.listing(segments[2], trc20=len(segments) == 5, query=query))
 
             def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                if urlsplit(self.path).path == "/wallet":
+                    return send_html(self, *server.wallet_post(form_fields(self.rfile.read(length))))
                 if self._fault():
                     return
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                payload = self.rfile.read(length)
+                body = json.loads(payload or b"{}")
                 path = urlsplit(self.path).path
+                if path in ("/wallet/getnowblock", "/walletsolidity/getnowblock"):
+                    head = server.ledger.head()
+                    if path.startswith("/walletsolidity"):
+                        head["block_header"]["raw_data"]["timestamp"] -= server.solid_lag_ms
+                    return self._answer(200, head)
+                if path == "/wallet/broadcasttransaction":
+                    if server.refuse_broadcasts:
+                        server.refuse_broadcasts -= 1
+                        return self._answer(500, {"Error": "internal"})
+                    server.broadcasts.append(payload)
+                    return self._answer(200, server.ledger.accept(body))
                 if path not in ("/wallet/gettransactioninfobyid", "/walletsolidity/gettransactioninfobyid"):
                     return self._answer(404, {"Error": "not found"})
                 tx = next((t for t in server.ledger.txs if t.txid == body.get("value")), None)
@@ -274,6 +353,48 @@ class TronGridServer:
                                      f"{meta['fingerprint']}"}
         return {"data": page, "success": True, "meta": meta}
 
+    # --- the test wallet page (GET/POST /wallet) ---------------------------------------------
+
+    def wallet_page(self, address: str = "", amount: str = "", currency: str = "usdt", message: str = "",
+                    ok: bool = True) -> bytes:
+        intro = (f"Sends TRX or USDT (TRC-20, contract <code>{self.usdt_contract}</code>) from the test sender "
+                 f"<code>{self.wallet_payer.public_key.to_base58check_address()}</code>. The transfer is "
+                 "unconfirmed at once; press Solidify to confirm it, then wait for the portal's next scan.")
+        form = ('<form method="post" action="/wallet">' + wallet_field("Deposit address", "address", address)
+                + wallet_field("Amount", "amount", amount) + wallet_field("Currency", "currency", currency.lower(),
+                                                            choices=("usdt", "trx"))
+                + '<button name="action" value="pay">Send</button>'
+                + '<button name="action" value="solidify">Solidify</button></form>')
+        return render("Tron test wallet", intro, form, message, ok)
+
+    def wallet_post(self, fields: dict[str, str]) -> tuple[int, bytes]:
+        """Send the posted transfer (action pay) or solidify every block (action solidify);
+        (HTTP status, page). Bad input answers 400 with the reason, never an exception."""
+        address, amount = fields.get("address", ""), fields.get("amount", "")
+        currency = fields.get("currency", "usdt").lower()
+
+        def page(status, message, ok=True):
+            return status, self.wallet_page(address, amount, currency, message, ok)
+
+        if fields.get("action") == "solidify":
+            self.ledger.solidify()
+            return page(200, "Every transaction so far is solidified (confirmed).")
+        if currency not in ("usdt", "trx"):
+            return page(400, f"Unknown currency {currency!r}: choose USDT or TRX.", ok=False)
+        try:
+            to = to_base58check_address(address)
+        except Exception:  # noqa: BLE001 - tronpy raises several kinds for garbage
+            return page(400, "The deposit address is not a Tron address.", ok=False)
+        try:
+            units = units_of(amount)
+        except ValueError as error:
+            return page(400, str(error), ok=False)
+        if currency == "trx":
+            txid = self.ledger.pay_trx(self.wallet_payer, to, units)
+        else:
+            txid = self.ledger.pay_trc20(self.wallet_payer, self.usdt_contract, to, units)
+        return page(200, f"Sent {txid} (unconfirmed). Press Solidify to confirm it.")
+
     def start(self) -> "TronGridServer":
         self.thread.start()
         return self
@@ -283,39 +404,68 @@ class TronGridServer:
         self.httpd.server_close()
 
 
-def main() -> None:  # pragma: no cover - for trying Tron payments by hand in test mode
+def units_of(amount: str) -> int:
+    """Base units (6 decimals, TRX's sun and USDT's) of a plain decimal amount; ValueError
+    saying why for anything else."""
+    text = amount.strip()
+    whole, dot, fraction = text.partition(".")
+    if not whole.isdigit() or (dot and not fraction.isdigit()):
+        raise ValueError(f"The amount {amount!r} is not a plain decimal number.")
+    if len(fraction) > 6:
+        raise ValueError(f"The amount {amount} has more than 6 decimals.")
+    units = int(whole) * 10**6 + int(fraction.ljust(6, "0") or 0)
+    if units <= 0:
+        raise ValueError("The amount must be more than zero.")
+    return units
+
+
+def main(argv=None) -> None:  # pragma: no cover - for trying Tron payments by hand in test mode
     """Serve the fake on 127.0.0.1:8090 (test mode's AEROLITH_TRONGRID_URL) and pay what is
-    typed: `<deposit address> <amount in coins> [trx|usdt]`; `solid` solidifies everything."""
+    typed: `<deposit address> <amount in coins> [trx|usdt]`; `solid` solidifies everything.
+    `--no-stdin` serves until terminated without reading stdin (scripts/run.py)."""
+    import argparse
     import sys
-    from decimal import Decimal
     from http.server import ThreadingHTTPServer as Server
 
+    parser = argparse.ArgumentParser(description="A TronGrid fake for test mode.")
+    parser.add_argument("port_arg", nargs="?", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--no-stdin", action="store_true")
+    args = parser.parse_args(argv)
     server = TronGridServer()
     server.httpd.server_close()
-    server.httpd = Server(("127.0.0.1", int(sys.argv[1]) if len(sys.argv) > 1 else 8090),
-                          server.httpd.RequestHandlerClass)
+    server.httpd = Server(("127.0.0.1", args.port_arg or args.port), server.httpd.RequestHandlerClass)
     server.httpd.daemon_threads = True
     server.url = f"http://127.0.0.1:{server.httpd.server_address[1]}"
     server.thread = threading.Thread(target=server.httpd.serve_forever, daemon=True)
     server.start()
-    payer = PrivateKey.random()
-    usdt = "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"
+    payer = server.wallet_payer
     print(f"TronGrid fake on {server.url}; payer {payer.public_key.to_base58check_address()}")
-    print("Type '<address> <amount> [trx|usdt]' to pay, 'solid' to solidify, Ctrl-D to stop.")
+    print(f"Test wallet page: {server.url}/wallet", flush=True)
+    if args.no_stdin:
+        import signal
+
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        stop.wait()
+        server.stop()
+        return
+    print("Type '<address> <amount> [trx|usdt]' to pay, 'solid' to solidify, Ctrl-D to stop.", flush=True)
     for line in sys.stdin:
         words = line.split()
         try:
             if words == ["solid"]:
                 server.ledger.solidify()
-                print("solidified")
+                print("solidified", flush=True)
             elif len(words) in (2, 3):
-                units = int(Decimal(words[1]) * 10**6)
+                units = units_of(words[1])
                 if (words[2] if len(words) == 3 else "usdt").lower() == "trx":
-                    print("txid", server.ledger.pay_trx(payer, words[0], units))
+                    print("txid", server.ledger.pay_trx(payer, words[0], units), flush=True)
                 else:
-                    print("txid", server.ledger.pay_trc20(payer, usdt, words[0], units))
+                    print("txid", server.ledger.pay_trc20(payer, server.usdt_contract, words[0], units), flush=True)
         except (ValueError, ArithmeticError) as exc:
-            print("error:", exc)
+            print("error:", exc, flush=True)
     server.stop()
 
 

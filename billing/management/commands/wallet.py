@@ -1,6 +1,7 @@
 """The wallet's command line (SPEC §6 "Sending"):
 
     manage.py wallet import-key --network solana [--label L]   # secret key read from stdin
+    manage.py wallet import-key --network tron [--label L]     # account xprv (m/44'/195'/0') from stdin
     manage.py wallet generate-key --network solana [--label L] # prints the address only
     manage.py wallet show                                      # addresses, never secrets
     manage.py wallet import-xpub --network tron <xpub>         # checks it, prints the env line
@@ -50,12 +51,14 @@ class Command(BaseCommand):
     def _import_key(self, network, label, stdin=None, **_options):
         stdin = stdin or sys.stdin
         if stdin.isatty():
-            text = getpass.getpass("Secret key (base58 or keypair JSON; not echoed): ")
+            prompt = ("Account extended private key (xprv…; not echoed): " if network == "tron"
+                      else "Secret key (base58 or keypair JSON; not echoed): ")
+            text = getpass.getpass(prompt)
         else:
             text = stdin.read()
         if not text.strip():
             raise CommandError("No secret key on standard input: pipe it in, e.g. "
-                               "`manage.py wallet import-key --network solana < key.txt`.")
+                               f"`manage.py wallet import-key --network {network} < key.txt`.")
         key = signing_key_import(network=network, secret_text=text, label=label, actor="cli")
         del text
         self.stdout.write(f"Stored the {key.network} signing key for {key.address} (sealed with key "

@@ -108,6 +108,9 @@ class Command(BaseCommand):
                 "owner@<slug>.test / <slug>-demo-password",
                 f"  API documentation      : {tenant_url(public, '/api/docs/')}",
                 f"  Health                 : {tenant_url(public, '/readyz')}",
+                *([f"  SOL / USDC test wallet : {settings.AEROLITH_SOLANA_RPC_URL.rstrip('/')}/wallet",
+                   f"  TRX / USDT test wallet : {settings.AEROLITH_TRONGRID_URL.rstrip('/')}/wallet"]
+                  if settings.AEROLITH_TEST_MODE else []),
                 "",
             ])
         )
