@@ -72,8 +72,28 @@ class StripeEventAdmin(ReadOnlyAdmin):
         report_each(self, request, queryset.order_by("created", "pk"), run)
 
 
+class PaymentColumns:
+    """List columns shared by refunds and disputes: what they belong to and their amount."""
+
+    @admin.display(description="Tenant")
+    def tenant(self, obj):
+        return obj.payment.tenant
+
+    @admin.display(description="Payment")
+    def payment_link(self, obj):
+        return admin_link(obj.payment, f"Payment {obj.payment_id}")
+
+    @admin.display(description="Invoice")
+    def invoice(self, obj):
+        return admin_link(obj.payment.invoice)
+
+    @admin.display(description="Amount", ordering="amount_cents")
+    def amount(self, obj):
+        return usd(obj.amount_cents)
+
+
 @admin.register(Refund)
-class RefundAdmin(ReadOnlyAdmin):
+class RefundAdmin(PaymentColumns, ReadOnlyAdmin):
     list_display = ["created_at", "tenant", "payment_link", "invoice", "amount", "status", "reason",
                     "gateway_reference", "created_by"]
     list_filter = ["status"]
@@ -83,25 +103,10 @@ class RefundAdmin(ReadOnlyAdmin):
     paginator = CappedPaginator
     show_full_result_count = False
 
-    @admin.display(description="Tenant")
-    def tenant(self, obj):
-        return obj.payment.tenant
-
-    @admin.display(description="Payment")
-    def payment_link(self, obj):
-        return admin_link(obj.payment, f"Payment {obj.payment_id}")
-
-    @admin.display(description="Invoice")
-    def invoice(self, obj):
-        return admin_link(obj.payment.invoice)
-
-    @admin.display(description="Amount", ordering="amount_cents")
-    def amount(self, obj):
-        return usd(obj.amount_cents)
 
 
 @admin.register(Dispute)
-class DisputeAdmin(ReadOnlyAdmin):
+class DisputeAdmin(PaymentColumns, ReadOnlyAdmin):
     list_display = ["created_at", "gateway_reference", "tenant", "payment_link", "invoice", "amount",
                     "status", "reason", "updated_at"]
     list_filter = ["status", "reason"]
@@ -109,21 +114,6 @@ class DisputeAdmin(ReadOnlyAdmin):
     search_fields = ["gateway_reference", "payment__tenant__slug", "payment__invoice__number"]
     date_hierarchy = "created_at"
 
-    @admin.display(description="Tenant")
-    def tenant(self, obj):
-        return obj.payment.tenant
-
-    @admin.display(description="Payment")
-    def payment_link(self, obj):
-        return admin_link(obj.payment, f"Payment {obj.payment_id}")
-
-    @admin.display(description="Invoice")
-    def invoice(self, obj):
-        return admin_link(obj.payment.invoice)
-
-    @admin.display(description="Amount", ordering="amount_cents")
-    def amount(self, obj):
-        return usd(obj.amount_cents)
 
 
 class _HistoryInline(admin.TabularInline):

@@ -145,7 +145,7 @@ def outgoing_send(*, outgoing_id: int, sender=None) -> OutgoingTransaction:
         outgoing = _sign(outgoing, sender)
         if outgoing.status == Out.BUILT:
             return outgoing
-    return _broadcast(outgoing, sender)
+    return broadcast_signed(outgoing, sender)
 
 
 def _sign(outgoing: OutgoingTransaction, sender) -> OutgoingTransaction:
@@ -173,7 +173,10 @@ def _sign(outgoing: OutgoingTransaction, sender) -> OutgoingTransaction:
     return row
 
 
-def _broadcast(outgoing: OutgoingTransaction, sender) -> OutgoingTransaction:
+def broadcast_signed(outgoing: OutgoingTransaction, sender, *,
+                     audit_prefix: str = "crypto_refund") -> OutgoingTransaction:
+    """Send the stored signed bytes (never signing again) and record the attempt; an
+    unreachable node is recorded on the row and retried later. Shared by refunds and sweeps."""
     try:
         sender.broadcast(bytes(outgoing.signed_bytes))
     except ChainUnavailable as error:
@@ -182,7 +185,8 @@ def _broadcast(outgoing: OutgoingTransaction, sender) -> OutgoingTransaction:
             row.attempts += 1
             row.last_error = error.detail[:500]
             row.save(update_fields=["attempts", "last_error"])
-        logger.warning("Outgoing transaction %s not broadcast: %s", outgoing.pk, error.detail)
+        logger.warning("Outgoing transaction %s (%s) not broadcast: %s", outgoing.pk, audit_prefix,
+                       error.detail)
         return row
     with transaction.atomic():
         row = OutgoingTransaction.objects.select_for_update().select_related("tenant").get(pk=outgoing.pk)
@@ -193,7 +197,7 @@ def _broadcast(outgoing: OutgoingTransaction, sender) -> OutgoingTransaction:
             row.status, row.broadcast_at = Out.BROADCAST, clock.now(row.tenant)
             fields += ["status", "broadcast_at"]
         row.save(update_fields=fields)
-        audit_record(action="crypto_refund.broadcast", tenant=row.tenant, target=row,
+        audit_record(action=f"{audit_prefix}.broadcast", tenant=row.tenant, target=row,
                      after={"txid": row.txid, "attempt": row.attempts})
     return row
 

@@ -48,7 +48,7 @@ from ..payments.tron_tx import (
     trx_contract,
 )
 from .invoices import _actor_label
-from .sending import SigningKeyUnavailable, merchant_secret
+from .sending import SigningKeyUnavailable, broadcast_signed, merchant_secret
 
 logger = logging.getLogger(__name__)
 Out = OutgoingTransaction.Status
@@ -194,7 +194,7 @@ def tron_send(*, outgoing_id: int, sender=None) -> OutgoingTransaction:
         outgoing = _sign(outgoing, sender)
         if outgoing.status == Out.BUILT:
             return outgoing
-    return _broadcast(outgoing, sender)
+    return broadcast_signed(outgoing, sender, audit_prefix="crypto_sweep")
 
 
 def _contract(outgoing: OutgoingTransaction) -> tuple[dict, int]:
@@ -229,31 +229,6 @@ def _sign(outgoing: OutgoingTransaction, sender) -> OutgoingTransaction:
         row.save(update_fields=["signed_bytes", "txid", "expires_at", "status", "last_error"])
         audit_record(action="crypto_sweep.signed", tenant=row.tenant, target=row,
                      after={"txid": row.txid, "purpose": row.purpose, "expires_at": row.expires_at.isoformat()})
-    return row
-
-
-def _broadcast(outgoing: OutgoingTransaction, sender) -> OutgoingTransaction:
-    try:
-        sender.broadcast(bytes(outgoing.signed_bytes))
-    except ChainUnavailable as error:
-        with transaction.atomic():
-            row = OutgoingTransaction.objects.select_for_update().get(pk=outgoing.pk)
-            row.attempts += 1
-            row.last_error = error.detail[:500]
-            row.save(update_fields=["attempts", "last_error"])
-        logger.warning("Tron sweep %s not broadcast: %s", outgoing.pk, error.detail)
-        return row
-    with transaction.atomic():
-        row = OutgoingTransaction.objects.select_for_update().select_related("tenant").get(pk=outgoing.pk)
-        row.attempts += 1
-        row.last_error = ""
-        fields = ["attempts", "last_error"]
-        if row.status == Out.SIGNED:
-            row.status, row.broadcast_at = Out.BROADCAST, clock.now(row.tenant)
-            fields += ["status", "broadcast_at"]
-        row.save(update_fields=fields)
-        audit_record(action="crypto_sweep.broadcast", tenant=row.tenant, target=row,
-                     after={"txid": row.txid, "attempt": row.attempts})
     return row
 
 
