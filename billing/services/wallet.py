@@ -105,3 +105,22 @@ def tron_xprv_import(*, xprv_text: str, label: str = "", actor="cli") -> Signing
         raise ValidationFailed({"secret_key": [("xpub_mismatch", "That extended private key does not belong "
                                                                  "to AEROLITH_TRON_XPUB; nothing stored.")]})
     return _store("tron", deposit_address(xpub, 0), text.encode(), label, actor)
+
+
+def signing_keys_reseal(*, actor="cli") -> int:
+    """Re-seal every stored secret that is not under the newest secret-box key (after a
+    key was added in front of AEROLITH_SECRET_KEYS), so the old key can then be retired.
+    Each row is locked while it changes; returns how many were re-sealed. A secret no
+    listed key opens raises SecretDecryptionFailed and nothing more is changed."""
+    resealed = 0
+    with transaction.atomic():
+        for key in SigningKey.objects.select_for_update().order_by("pk"):
+            if not secret_box.needs_rotation(key.secret_sealed):
+                continue
+            key.secret_sealed = secret_box.rotate(key.secret_sealed, context=key.secret_context)
+            key.save(update_fields=["secret_sealed"])
+            resealed += 1
+        if resealed:
+            audit_record(action="wallet.signing_keys_resealed", actor=actor,
+                         after={"count": resealed, "key_id": secret_box.keys()[0].key_id})
+    return resealed

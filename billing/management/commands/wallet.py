@@ -21,6 +21,7 @@ from billing.services.wallet import (
     signing_key_generate,
     signing_key_import,
     signing_keys,
+    signing_keys_reseal,
     tron_xpub_checked,
 )
 
@@ -36,6 +37,7 @@ class Command(BaseCommand):
             p.add_argument("--network", required=True)
             p.add_argument("--label", default="")
         sub.add_parser("show")
+        sub.add_parser("rotate-keys", help="Re-seal stored secrets with the newest secret-box key.")
         p = sub.add_parser("import-xpub")
         p.add_argument("--network", required=True)
         p.add_argument("xpub")
@@ -81,6 +83,11 @@ class Command(BaseCommand):
                           f"{'' if stored else ' — no signing key stored: refunds on chain cannot be sent'}")
         xpub = getattr(settings, "AEROLITH_TRON_XPUB", "")
         self.stdout.write(f"Tron xpub (AEROLITH_TRON_XPUB): {'set' if xpub else '(not set)'}")
+
+    def _rotate_keys(self, **_options):
+        count = signing_keys_reseal(actor="cli")
+        self.stdout.write(f"Re-sealed {count} signing key(s) with the newest secret-box key."
+                          if count else "Every signing key is already sealed with the newest key.")
 
     def _import_xpub(self, network, xpub, **_options):
         if network != "tron":
