@@ -80,6 +80,9 @@ class OutgoingTransaction(models.Model):
     expires_at = models.DateTimeField(
         null=True, blank=True, help_text="Tron: the signed transaction cannot land after this (chain time); "
                                          "only then may it be signed again.")
+    last_valid_block_height = models.BigIntegerField(
+        null=True, blank=True, help_text="Solana: the blockhash signed with is refused past this block height; "
+                                         "not landed once the finalized height is past it → failed.")
 
     class Meta:
         ordering = ["-created_at", "-id"]

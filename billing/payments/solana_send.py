@@ -37,6 +37,7 @@ class SignedTransfer:
     signature: str
     fee_lamports: int
     from_address: str
+    last_valid_block_height: int | None = None  # the blockhash is refused once the chain is past it
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ class SolanaSender(SolanaRpcChain):
                                    "at once); try again.")
         transaction = Transaction([keypair], message, latest.blockhash)
         return SignedTransfer(signed_bytes=bytes(transaction), signature=str(transaction.signatures[0]),
-                              fee_lamports=int(fee), from_address=str(owner))
+                              fee_lamports=int(fee), from_address=str(owner),
+                              last_valid_block_height=int(latest.last_valid_block_height))
 
     def broadcast(self, signed_bytes: bytes) -> str:
         """Send the signed bytes as they are; returns the signature. Raises
@@ -152,6 +154,18 @@ class SolanaSender(SolanaRpcChain):
         except RPCException as exc:
             message = getattr(exc.args[0], "message", None) if exc.args else None
             raise BroadcastRefused(f"The Solana node refused the transaction: {message or exc}") from exc
+
+    def block_height(self) -> int:
+        """The finalized block height: a transaction whose blockhash's lastValidBlockHeight
+        is below it, and that is not known by then, can never land."""
+        return asyncio.run(self._block_height())
+
+    async def _block_height(self) -> int:
+        from solana.rpc.async_api import AsyncClient
+
+        async with AsyncClient(self.endpoint, commitment="finalized", timeout=self.timeout,
+                               http2=False, max_transport_retries=0) as client:
+            return int((await self._call("getBlockHeight", client.get_block_height, "finalized")).value)
 
     def statuses(self, signatures: list[str]) -> dict[str, SignatureState | None]:
         """Each signature's status (None when the node does not know it)."""

@@ -19,7 +19,10 @@ Flow, each step its own transaction, so a crash anywhere leaves a state a retry 
    the same signature, which a node executes at most once;
 4. confirm (beat, `outgoing_confirm_pass`): getSignatureStatuses; `confirmed` once
    finalized without error, `failed` (balance credit restored) when it landed with an
-   error.
+   error, or when it never landed and the finalized block height is past its blockhash's
+   lastValidBlockHeight (recorded at signing) — it can never land then, so the debit is
+   returned and a new refund may be made. Unknown while the blockhash is still valid: it
+   stays pending.
 The excess is refunded in full; the merchant wallet pays the network fee (recorded as
 `fee_estimate`) and, for USDC, the rent of the payer's token account if it was closed.
 """
@@ -166,10 +169,13 @@ def _sign(outgoing: OutgoingTransaction, sender) -> OutgoingTransaction:
         if row.status != Out.BUILT:  # another worker signed meanwhile: its bytes win
             return row
         row.signed_bytes, row.txid, row.fee_estimate = signed.signed_bytes, signed.signature, signed.fee_lamports
+        row.last_valid_block_height = signed.last_valid_block_height
         row.status, row.last_error = Out.SIGNED, ""
-        row.save(update_fields=["signed_bytes", "txid", "fee_estimate", "status", "last_error"])
+        row.save(update_fields=["signed_bytes", "txid", "fee_estimate", "last_valid_block_height", "status",
+                                "last_error"])
         audit_record(action="crypto_refund.signed", tenant=row.tenant, target=row,
-                     after={"txid": row.txid, "fee_lamports": signed.fee_lamports})
+                     after={"txid": row.txid, "fee_lamports": signed.fee_lamports,
+                            "last_valid_block_height": row.last_valid_block_height})
     return row
 
 
@@ -212,15 +218,20 @@ def outgoing_for(outgoing_id) -> OutgoingTransaction:
 def outgoing_confirm_pass(*, sender=None) -> dict:
     """The beat pass: statuses of signed and broadcast transactions. Finalized without
     error → confirmed; landed with an error → failed, and the balance debit is credited
-    back. Unknown signatures stay as they are (a signed one is broadcast again)."""
+    back; unknown to the node while the finalized block height is past the blockhash's
+    lastValidBlockHeight → failed the same way (expired unlanded: it can never land).
+    Other unknown signatures stay as they are (a signed one is broadcast again)."""
     sender = sender or solana_sender()
     pending = list(OutgoingTransaction.objects.filter(network="solana", status__in=[Out.SIGNED, Out.BROADCAST])
-                   .values_list("id", "txid"))
+                   .values_list("id", "txid", "last_valid_block_height"))
     if not pending:
         return {"confirmed": 0, "failed": 0, "pending": 0}
-    states = sender.statuses([txid for _id, txid in pending])
+    # The height before the statuses: if it is already past a blockhash's last valid height,
+    # any block that could hold that transaction is final, so the status read next sees it.
+    height = sender.block_height() if any(valid is not None for *_rest, valid in pending) else None
+    states = sender.statuses([txid for _id, txid, _valid in pending])
     counts = {"confirmed": 0, "failed": 0, "pending": 0}
-    for outgoing_id, txid in pending:
+    for outgoing_id, txid, last_valid in pending:
         state = states.get(txid)
         if state is not None and state.err is not None:
             _close(outgoing_id, failed=True, error=str(state.err))
@@ -228,6 +239,9 @@ def outgoing_confirm_pass(*, sender=None) -> dict:
         elif state is not None and state.confirmation == "finalized":
             _close(outgoing_id, failed=False)
             counts["confirmed"] += 1
+        elif (state is None and last_valid is not None and height is not None and height > last_valid
+              and _close(outgoing_id, failed=True, expired_at_height=height)):
+            counts["failed"] += 1
         else:
             counts["pending"] += 1
             if state is None and OutgoingTransaction.objects.filter(pk=outgoing_id, status=Out.SIGNED).exists():
@@ -235,23 +249,39 @@ def outgoing_confirm_pass(*, sender=None) -> dict:
     return counts
 
 
-def _close(outgoing_id: int, *, failed: bool, error: str = "") -> None:
+def _close(outgoing_id: int, *, failed: bool, error: str = "", expired_at_height: int | None = None) -> bool:
+    """Confirm or fail the row (a failure credits the balance debit back); with
+    `expired_at_height` (the finalized block height) only when it is past the row's
+    lastValidBlockHeight. False when nothing changed."""
     with transaction.atomic():
         row = OutgoingTransaction.objects.select_for_update().select_related("tenant", "quote").get(pk=outgoing_id)
         if row.status not in (Out.SIGNED, Out.BROADCAST):
-            return
+            return False
+        if expired_at_height is not None and (row.last_valid_block_height is None
+                                              or expired_at_height <= row.last_valid_block_height):
+            return False
         now = clock.now(row.tenant)
         if failed:
-            row.status, row.last_error = Out.FAILED, f"Failed on chain: {error}"[:500]
+            if expired_at_height is not None:
+                reason = "expired without landing"
+                row.last_error = (f"Expired unlanded: finalized block height {expired_at_height} is past the "
+                                  f"blockhash's last valid height {row.last_valid_block_height}; "
+                                  "it can never land.")[:500]
+            else:
+                reason = "failed on chain"
+                row.last_error = f"Failed on chain: {error}"[:500]
+            row.status = Out.FAILED
             if row.balance_debit_cents:
                 subscription = Subscription.objects.select_for_update().select_related("tenant").get(
                     tenant_id=row.tenant_id)
                 balance_move(subscription=subscription, kind=BalanceTransaction.Kind.CRYPTO_CREDIT,
                              amount_cents=row.balance_debit_cents, invoice=row.quote.invoice, actor="system",
-                             description=f"Refund {row.pk} of quote {row.quote_id} failed on chain; "
+                             description=f"Refund {row.pk} of quote {row.quote_id} {reason}; "
                                          "credit restored")
         else:
             row.status, row.confirmed_at = Out.CONFIRMED, now
         row.save(update_fields=["status", "last_error", "confirmed_at"])
         audit_record(action=f"crypto_refund.{row.status}", tenant=row.tenant, target=row,
-                     after={"txid": row.txid, "error": row.last_error})
+                     after={"txid": row.txid, "error": row.last_error,
+                            "expired": expired_at_height is not None})
+    return True

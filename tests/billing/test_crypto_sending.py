@@ -256,3 +256,95 @@ def test_console_shows_addresses_only_and_its_actions_refund_and_broadcast_again
     assert "after 2 attempt(s)" in response.content.decode()
     outgoing.refresh_from_db()
     assert outgoing.attempts == 2 and len([r for r in chain.ledger.records if r.signature == outgoing.txid]) == 1
+
+
+class _DroppingSender(SolanaSender):
+    """A node that accepts the transaction and then drops it: nothing ever lands."""
+
+    def broadcast(self, signed_bytes):
+        from solders.transaction import VersionedTransaction
+
+        return str(VersionedTransaction.from_bytes(bytes(signed_bytes)).signatures[0])
+
+
+def _dropping(chain) -> SolanaSender:
+    return _DroppingSender(endpoint=chain.server.url, timeout=0.5, retries=3, backoff=0.01)
+
+
+def test_a_refund_whose_blockhash_expires_unlanded_is_failed_with_the_credit_back_and_made_again(alice, chain):
+    _import_merchant(chain)
+    quote = _overpaid(alice, chain, "sol", SOL // 100)
+    payer_before = chain.ledger.svm.get_balance(chain.payer.pubkey())
+    dropping = _dropping(chain)
+    outgoing = overpayment_refund(quote=quote, actor="staff@test", sender=dropping)
+    assert outgoing.status == "broadcast" and _balance(alice) == 0
+    last_valid = outgoing.last_valid_block_height
+    assert last_valid == chain.ledger.slot + 150  # what getLatestBlockhash answered when signing
+
+    chain.ledger.advance_blocks(last_valid - chain.ledger.slot + 1)  # finalize() makes slot - 1 final
+    chain.finalize()  # the finalized height is exactly the last valid one
+    assert chain.ledger.rpc("getBlockHeight", [{"commitment": "finalized"}]) == last_valid
+    assert outgoing_confirm_pass(sender=dropping) == {"confirmed": 0, "failed": 0, "pending": 1}
+    outgoing.refresh_from_db()
+    assert outgoing.status == "broadcast" and _balance(alice) == 0  # still valid: it may yet land
+
+    chain.ledger.advance_blocks(2)
+    assert outgoing_confirm_pass(sender=dropping)["pending"] == 1  # past it, but not finalized yet
+    chain.finalize()
+    assert outgoing_confirm_pass(sender=dropping) == {"confirmed": 0, "failed": 1, "pending": 0}
+    outgoing.refresh_from_db()
+    assert outgoing.status == "failed" and "Expired unlanded" in outgoing.last_error
+    assert _balance(alice) == 150  # the debit is returned, as for a failure on chain
+    restored = BalanceTransaction.objects.filter(tenant=alice, kind="crypto_credit").order_by("-id").first()
+    assert restored.amount_cents == 150 and "expired without landing" in restored.description
+    assert outgoing.txid not in chain.ledger.by_signature
+    assert chain.ledger.svm.get_balance(chain.payer.pubkey()) == payer_before  # nothing moved
+
+    again = overpayment_refund(quote=quote, actor="staff@test")
+    assert again.pk != outgoing.pk and again.status == "broadcast" and _balance(alice) == 0
+    chain.finalize()
+    assert outgoing_confirm_pass()["confirmed"] == 1
+    assert chain.ledger.svm.get_balance(chain.payer.pubkey()) - payer_before == SOL // 100
+
+
+def test_a_refund_not_yet_seen_stays_pending_while_its_blockhash_is_valid(alice, chain):
+    _import_merchant(chain)
+    quote = _overpaid(alice, chain, "sol", SOL // 100)
+    dropping = _dropping(chain)
+    outgoing = overpayment_refund(quote=quote, actor="staff@test", sender=dropping)
+    chain.ledger.advance_blocks(100)
+    chain.finalize()
+    for _ in range(2):
+        assert outgoing_confirm_pass(sender=dropping) == {"confirmed": 0, "failed": 0, "pending": 1}
+    outgoing.refresh_from_db()
+    assert outgoing.status == "broadcast" and outgoing.last_error == "" and _balance(alice) == 0
+
+
+def test_a_landed_refund_is_never_failed_even_past_its_last_valid_height(alice, chain):
+    _import_merchant(chain)
+    quote = _overpaid(alice, chain, "sol", SOL // 100)
+    outgoing = overpayment_refund(quote=quote, actor="staff@test")  # lands, confirmed (not final)
+
+    class HeightFarAhead(SolanaSender):
+        def block_height(self):
+            return outgoing.last_valid_block_height + 1000
+
+    ahead = HeightFarAhead(endpoint=chain.server.url, timeout=0.5, retries=3, backoff=0.01)
+    assert outgoing_confirm_pass(sender=ahead) == {"confirmed": 0, "failed": 0, "pending": 1}
+    chain.ledger.advance_blocks(200)
+    chain.finalize()
+    assert outgoing_confirm_pass() == {"confirmed": 1, "failed": 0, "pending": 0}
+    outgoing.refresh_from_db()
+    assert outgoing.status == "confirmed" and _balance(alice) == 0
+
+
+def test_a_refund_signed_before_the_height_was_recorded_is_never_expired(alice, chain):
+    _import_merchant(chain)
+    quote = _overpaid(alice, chain, "sol", SOL // 100)
+    dropping = _dropping(chain)
+    outgoing = overpayment_refund(quote=quote, actor="staff@test", sender=dropping)
+    OutgoingTransaction.objects.filter(pk=outgoing.pk).update(last_valid_block_height=None)
+    chain.ledger.advance_blocks(500)
+    chain.finalize()
+    assert outgoing_confirm_pass(sender=dropping) == {"confirmed": 0, "failed": 0, "pending": 1}
+    assert chain.ledger.calls["getBlockHeight"] == 0 and _balance(alice) == 0

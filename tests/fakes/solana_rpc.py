@@ -12,7 +12,8 @@ and token balances before and after, and its error. It answers, in the documente
 - getTransaction with encoding jsonParsed (accountKeys as objects, meta with
   pre/postBalances, pre/postTokenBalances whose `uiTokenAmount.amount` is the exact
   integer string), null when not visible at the commitment asked;
-- getLatestBlockhash, getBalance, getSlot, getHealth, getVersion, sendTransaction (a
+- getLatestBlockhash (lastValidBlockHeight = height + 150), getBlockHeight (block height =
+  slot here; at `finalized`, the last finalized slot), getBalance, getSlot, getHealth, getVersion, sendTransaction (a
   signature already executed is not executed again: with preflight it answers the
   "already been processed" error, with skipPreflight the signature, as a node does),
   getFeeForMessage, getSignatureStatuses, getMinimumBalanceForRentExemption,
@@ -186,6 +187,16 @@ class SolanaLedger:
             self.svm.warp_to_slot(self.slot)
             return signatures
 
+    def advance_blocks(self, count: int) -> None:
+        """`count` empty blocks: the height moves on and the blockhash changes, so a
+        transaction signed before may see its lastValidBlockHeight pass (`finalize()` then
+        makes that height final)."""
+        with self.lock:
+            self.slot += count
+            self.block_time += count
+            self.svm.warp_to_slot(self.slot)
+            self.svm.expire_blockhash()
+
     def finalize(self) -> None:
         """Every slot so far becomes final."""
         with self.lock:
@@ -353,6 +364,10 @@ class SolanaLedger:
 
     def rpc_getLatestBlockhash(self, config=None):
         return self._context({"blockhash": str(self.svm.latest_blockhash()), "lastValidBlockHeight": self.slot + 150})
+
+    def rpc_getBlockHeight(self, config=None):
+        commitment = (config or {}).get("commitment") or "finalized"
+        return max(self.finalized_slot, 0) if commitment == "finalized" else self.slot
 
     def rpc_getBalance(self, address, config=None):
         return self._context(self.svm.get_balance(Pubkey.from_string(address)) or 0)
