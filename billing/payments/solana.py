@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 PAGE_LIMIT = 1000  # the most getSignaturesForAddress returns per call
 TOKEN_PROGRAM_ID = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
-MAX_RETRY_AFTER = 30.0
+MAX_RETRY_AFTER = 30  # seconds
 
 
 class ChainUnavailable(DomainError):
@@ -158,18 +158,18 @@ def _retryable(cause) -> tuple[float | None, str]:
     if isinstance(cause, httpx2.HTTPStatusError):
         status = cause.response.status_code
         if status == 429 or status >= 500:
-            return _retry_after(cause.response.headers.get("Retry-After")), f"HTTP {status}"
+            return retry_after_seconds(cause.response.headers.get("Retry-After")), f"HTTP {status}"
         return None, f"HTTP {status}"
     if isinstance(cause, httpx2.TransportError):
         return 0.0, f"connection failed ({cause.__class__.__name__})"
     return None, str(cause)
 
 
-def _retry_after(value: str | None) -> float:
-    try:
-        return min(max(float(value), 0.0), MAX_RETRY_AFTER) if value else 0.0
-    except ValueError:
-        return 0.0
+def retry_after_seconds(value: str | None) -> int:
+    """A Retry-After header's delay in whole seconds (RFC 9110: an integer; an HTTP date or
+    anything else counts as no wait), capped at MAX_RETRY_AFTER."""
+    value = (value or "").strip()
+    return min(int(value), MAX_RETRY_AFTER) if value.isdigit() else 0
 
 
 def _finality(status) -> str:

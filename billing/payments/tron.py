@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 import httpx
 from django.conf import settings
 
-from .solana import MAX_RETRY_AFTER, ChainUnavailable, ObservedTransfer, _retry_after
+from .solana import MAX_RETRY_AFTER, ChainUnavailable, ObservedTransfer, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class TronGridChain:
             else:
                 status = response.status_code
                 if status == 429 or status >= 500:
-                    retry_after, reason = _retry_after(response.headers.get("Retry-After")), f"HTTP {status}"
+                    retry_after, reason = retry_after_seconds(response.headers.get("Retry-After")), f"HTTP {status}"
                 elif status >= 400:
                     raise ChainUnavailable(f"TronGrid at {self.endpoint} refused {path}: HTTP {status}.")
                 else:
