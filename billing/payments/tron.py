@@ -297,13 +297,19 @@ def _token_transfers(info: dict, *, txid: str, address: str, contract: str,
 _chain = None
 
 
+def trongrid_config() -> dict:
+    """The TronGrid client's settings, read each time so a changed setting takes effect."""
+    return {"endpoint": settings.AEROLITH_TRONGRID_URL.rstrip("/"),
+            "api_key": settings.AEROLITH_TRONGRID_API_KEY,
+            "timeout": settings.AEROLITH_TRONGRID_TIMEOUT,
+            "retries": settings.AEROLITH_TRONGRID_RETRIES,
+            "backoff": settings.AEROLITH_TRONGRID_BACKOFF}
+
+
 def tron_chain() -> TronGridChain:
     """The configured chain. Tests point AEROLITH_TRONGRID_URL at tests/fakes/trongrid.py."""
     global _chain
-    config = (settings.AEROLITH_TRONGRID_URL.rstrip("/"), settings.AEROLITH_TRONGRID_API_KEY,
-              settings.AEROLITH_TRONGRID_TIMEOUT, settings.AEROLITH_TRONGRID_RETRIES,
-              settings.AEROLITH_TRONGRID_BACKOFF)
-    if _chain is None or _chain.config() != config:
-        _chain = TronGridChain(endpoint=config[0], api_key=config[1], timeout=config[2], retries=config[3],
-                               backoff=config[4])
+    config = trongrid_config()
+    if _chain is None or _chain.config() != tuple(config.values()):
+        _chain = TronGridChain(**config)
     return _chain

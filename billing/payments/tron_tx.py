@@ -29,10 +29,8 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-from django.conf import settings
-
 from .solana import ChainUnavailable
-from .tron import TronGridChain, normalise
+from .tron import TronGridChain, normalise, trongrid_config
 
 EXPIRATION_MS = 60_000
 DUP_TRANSACTION = "DUP_TRANSACTION_ERROR"
@@ -254,10 +252,7 @@ _sender = None
 
 def tron_sender() -> TronSender:
     global _sender
-    config = (settings.AEROLITH_TRONGRID_URL.rstrip("/"), settings.AEROLITH_TRONGRID_API_KEY,
-              settings.AEROLITH_TRONGRID_TIMEOUT, settings.AEROLITH_TRONGRID_RETRIES,
-              settings.AEROLITH_TRONGRID_BACKOFF)
-    if _sender is None or _sender.config() != config:
-        _sender = TronSender(endpoint=config[0], api_key=config[1], timeout=config[2], retries=config[3],
-                             backoff=config[4])
+    config = trongrid_config()
+    if _sender is None or _sender.config() != tuple(config.values()):
+        _sender = TronSender(**config)
     return _sender
