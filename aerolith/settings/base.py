@@ -210,10 +210,25 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing.tasks.crypto_outgoing_confirm",
         "schedule": env.float("AEROLITH_CRYPTO_SCAN_SECONDS", default=15.0),
     },
+    "operations-resume": {"task": "provisioning.tasks.operations_resume", "schedule": 60.0},
+    "clusters-health": {
+        "task": "provisioning.tasks.clusters_health_dispatch",
+        "schedule": env.float("AEROLITH_HEALTH_SECONDS", default=60.0),
+    },
 }
 
 # The beat dispatcher sends tenants with due work in chunks of this many per task.
 AEROLITH_DUE_WORK_CHUNK = env.int("AEROLITH_DUE_WORK_CHUNK", default=50)
+
+# Provisioning (SPEC §7). Clusters have 1..AEROLITH_CLUSTER_MAX_NODES nodes. An operation
+# step that fails is retried by later runs this many times before the operation fails; a
+# running operation whose worker has not reported for AEROLITH_OPERATION_STALE_SECONDS is
+# run again (worker restarts); cloud providers are polled every POLL_SECONDS while working.
+AEROLITH_CLUSTER_MAX_NODES = env.int("AEROLITH_CLUSTER_MAX_NODES", default=100)
+AEROLITH_OPERATION_ATTEMPTS = env.int("AEROLITH_OPERATION_ATTEMPTS", default=5)
+AEROLITH_OPERATION_STALE_SECONDS = env.int("AEROLITH_OPERATION_STALE_SECONDS", default=300)
+AEROLITH_OPERATION_POLL_SECONDS = env.int("AEROLITH_OPERATION_POLL_SECONDS", default=15)
+AEROLITH_HEALTH_CHUNK = env.int("AEROLITH_HEALTH_CHUNK", default=20)
 
 # Crypto payments (SPEC §6). Solana: the RPC endpoint (in test mode a local one: the test
 # suite serves LiteSVM there, see tests/fakes/solana_rpc.py), the merchant wallet that
