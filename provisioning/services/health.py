@@ -116,10 +116,13 @@ def compute_hours_accrue(cluster: Cluster, now: datetime | None = None) -> Decim
     from metering.services.ingest import usage_ingest
 
     with schema_context(tenant.schema_name):
-        usage_ingest(tenant=tenant, enforce_limits=False, events=[{
+        result = usage_ingest(tenant=tenant, enforce_limits=False, events=[{
             "id": f"compute:{cluster.pk}:{since.isoformat()}", "meter": COMPUTE_METER,
-            "quantity": str(hours), "timestamp": now.isoformat(),
+            "quantity": hours, "timestamp": now.isoformat(),
             "properties": {"cluster": cluster.handle, "nodes": running, "size": cluster.size}}])
+    if result.rejected:
+        logger.error("compute hours of cluster %s refused: %s", cluster.handle, result.rejected)
+        return Decimal(0)
     return hours
 
 
