@@ -33,6 +33,19 @@ def now(tenant=None) -> datetime:
     return frozen or wall_now()
 
 
+def now_many(tenant_ids) -> dict[int, datetime]:
+    """`now(tenant)` for many tenants in one query (batch jobs over thousands of tenants)."""
+    wall = wall_now()
+    ids = {pk for pk in tenant_ids if pk is not None}
+    times = dict.fromkeys(ids, wall)
+    if settings.AEROLITH_TEST_MODE and ids:
+        from tenants.models import TestClock
+
+        times.update(TestClock.objects.filter(tenant_id__in=ids)
+                     .values_list("tenant_id", "frozen_time"))
+    return times
+
+
 def _tenant_id(tenant) -> int | None:
     if tenant is None:
         tenant = getattr(connection, "tenant", None)

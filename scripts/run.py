@@ -159,6 +159,16 @@ def _run(env: dict, port: str, fakes: dict[str, subprocess.Popen]) -> int:
     subprocess.run(manage + ["collectstatic", "--noinput", "--verbosity", "0"], env=env,
                    cwd=ROOT, check=True)
     subprocess.run(manage + ["load_demo"], env=env, cwd=ROOT, check=True)
+    # Customer databases live on real PostgreSQL servers of the local provider: start them
+    # (the regions' shared clusters are created on the first run) and stop them on exit.
+    subprocess.run(manage + ["clusters_local", "start"], env=env, cwd=ROOT, check=True)
+    try:
+        return _serve(env, port, fakes)
+    finally:
+        subprocess.run(manage + ["clusters_local", "stop"], env=env, cwd=ROOT, check=False)
+
+
+def _serve(env: dict, port: str, fakes: dict[str, subprocess.Popen]) -> int:
     commands = {
         "web": [PY, "-m", "gunicorn", "aerolith.wsgi", "--bind", f"127.0.0.1:{port}",
                 "--workers", "2", "--threads", "4", "--access-logfile", "-"],

@@ -170,7 +170,9 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {"RoleEnum": "tenants.models.Role", "RegionEnum": "tenants.models.Region",
                             "TenantStatusEnum": "tenants.models.TenantStatus",
                             "InvoiceStatusEnum": "billing.models.Invoice.Status",
-                            "PaymentStatusEnum": "billing.models.Payment.Status"},
+                            "PaymentStatusEnum": "billing.models.Payment.Status",
+                            "DatabaseStateEnum": "provisioning.models.DatabaseState",
+                            "OperationStateEnum": "provisioning.models.OperationState"},
 }
 
 CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
@@ -215,6 +217,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "provisioning.tasks.clusters_health_dispatch",
         "schedule": env.float("AEROLITH_HEALTH_SECONDS", default=60.0),
     },
+    "autoscale": {
+        "task": "provisioning.tasks.autoscale_dispatch",
+        "schedule": env.float("AEROLITH_AUTOSCALE_SECONDS", default=60.0),
+    },
 }
 
 # The beat dispatcher sends tenants with due work in chunks of this many per task.
@@ -229,6 +235,21 @@ AEROLITH_OPERATION_ATTEMPTS = env.int("AEROLITH_OPERATION_ATTEMPTS", default=5)
 AEROLITH_OPERATION_STALE_SECONDS = env.int("AEROLITH_OPERATION_STALE_SECONDS", default=300)
 AEROLITH_OPERATION_POLL_SECONDS = env.int("AEROLITH_OPERATION_POLL_SECONDS", default=15)
 AEROLITH_HEALTH_CHUNK = env.int("AEROLITH_HEALTH_CHUNK", default=20)
+# Customer databases (SPEC §7). Free/Starter databases are schemas in this database on the
+# region's shared cluster. SQL over HTTP runs one statement with a statement timeout and a
+# row cap by plan code ("custom" also covers any tenant-specific custom plan; "default"
+# any other code).
+AEROLITH_SHARED_DATABASE = env("AEROLITH_SHARED_DATABASE", default="aerolith_shared")
+AEROLITH_SQL_LIMITS = {
+    "free": {"timeout_ms": 2_000, "max_rows": 100},
+    "starter": {"timeout_ms": 5_000, "max_rows": 1_000},
+    "professional": {"timeout_ms": 15_000, "max_rows": 5_000},
+    "enterprise": {"timeout_ms": 30_000, "max_rows": 10_000},
+    "custom": {"timeout_ms": 30_000, "max_rows": 10_000},
+    "default": {"timeout_ms": 2_000, "max_rows": 100},
+}
+# The autoscaler evaluates this many clusters per task, in one transaction.
+AEROLITH_AUTOSCALE_CHUNK = env.int("AEROLITH_AUTOSCALE_CHUNK", default=1000)
 
 # Crypto payments (SPEC §6). Solana: the RPC endpoint (in test mode a local one: the test
 # suite serves LiteSVM there, see tests/fakes/solana_rpc.py), the merchant wallet that
@@ -348,3 +369,14 @@ LOGGING = {
         "stripe": {"level": "WARNING"},  # the library logs every request at INFO
     },
 }
+
+# Kubernetes provider (CloudNativePG clusters). With AEROLITH_K8S_HOST the API server is
+# reached directly (with AEROLITH_K8S_TOKEN as bearer token); otherwise the in-cluster
+# service account when running in a pod, else a kubeconfig file (default ~/.kube/config).
+AEROLITH_K8S_NAMESPACE = env("AEROLITH_K8S_NAMESPACE", default="aerolith")
+AEROLITH_K8S_HOST = env("AEROLITH_K8S_HOST", default="")
+AEROLITH_K8S_TOKEN = env("AEROLITH_K8S_TOKEN", default="")
+AEROLITH_K8S_VERIFY_SSL = env.bool("AEROLITH_K8S_VERIFY_SSL", default=True)
+AEROLITH_K8S_KUBECONFIG = env("AEROLITH_K8S_KUBECONFIG", default="")
+AEROLITH_K8S_PG_IMAGE = env("AEROLITH_K8S_PG_IMAGE", default="")  # empty: the operator's default
+AEROLITH_K8S_STORAGE_SIZE = env("AEROLITH_K8S_STORAGE_SIZE", default="20Gi")
