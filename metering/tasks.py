@@ -1,4 +1,5 @@
 """Celery tasks of metering: thin, idempotent, taking ids."""
+import logging
 from datetime import datetime, timedelta
 
 from celery import shared_task
@@ -13,6 +14,8 @@ from .models import EventKey, Meter, UsageAggregate
 from .services import collectors, partitions
 from .services.notices import threshold_notice, thresholds_sweep
 from .services.rebuild import counters_drift, counters_rebuild, tenants_with_recent_usage
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task
@@ -37,7 +40,12 @@ def usage_storage_collect() -> int:
     """Measure each tenant's data and record it as a storage_gb reading."""
     count = 0
     for tenant in Tenant.objects.exclude(schema_name="public").filter(subscription__isnull=False):
-        collectors.storage_record(tenant, collectors.tenant_data_size(tenant))
+        try:
+            size = collectors.tenant_data_size(tenant)
+        except Exception:  # noqa: BLE001 - one unreachable cluster must not stop the others
+            logger.exception("Storage of tenant %s not measured this hour", tenant.pk)
+            continue
+        collectors.storage_record(tenant, size)
         count += 1
     return count
 

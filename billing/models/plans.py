@@ -2,6 +2,14 @@
 from django.db import models
 
 
+class DatabasePlacement(models.TextChoices):
+    """Where a plan's customer databases live (SPEC §7); provisioning reads it."""
+
+    SHARED_SCHEMA = "shared_schema", "Schema in the shared database"
+    SHARED_DATABASE = "shared_database", "Own database on the shared cluster"
+    DEDICATED = "dedicated", "Dedicated cluster"
+
+
 class Plan(models.Model):
     """A plan from SPEC §3. Prices in cents; allowances per meter are PlanMeter rows."""
 
@@ -11,6 +19,8 @@ class Plan(models.Model):
     currency = models.CharField(max_length=3, default="USD")
     max_databases = models.PositiveIntegerField(null=True, blank=True,
                                                 help_text="Empty means unlimited.")
+    database_placement = models.CharField(max_length=20, choices=DatabasePlacement.choices,
+                                          default=DatabasePlacement.SHARED_SCHEMA)
     support = models.CharField(max_length=40)
     overage_allowed = models.BooleanField(
         default=True, help_text="Without overage, allowances are hard limits (Free).")

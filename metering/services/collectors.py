@@ -29,6 +29,10 @@ BANDWIDTH = "bandwidth_gb"
 STORAGE = "storage_gb"
 BYTES_PER_MICRO_GB = 1000  # 1 GB = 10^9 bytes = 10^6 micro-GB
 
+# Other apps' storage, added to each tenant's reading: callables tenant -> bytes, appended
+# at start-up (provisioning registers its customer databases), so metering imports none.
+storage_sources: list = []
+
 
 def bandwidth_count(tenant_id: int, nbytes: int) -> None:
     """Called by the middleware after a metered response."""
@@ -93,10 +97,12 @@ def storage_record(tenant: Tenant, size_bytes: int, at=None) -> None:
 
 
 def tenant_data_size(tenant: Tenant) -> int:
-    """Bytes used by the tenant's schema (later issues add its databases)."""
+    """Bytes used by the tenant's schema plus every registered storage source (its
+    customer databases). A source that fails raises: better no reading than a low one."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
             "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relkind = 'r'",
             [tenant.schema_name])
-        return int(cursor.fetchone()[0])
+        size = int(cursor.fetchone()[0])
+    return size + sum(int(source(tenant)) for source in storage_sources)
