@@ -1,5 +1,7 @@
 """Server-rendered SVG charts (no JavaScript, nothing fetched): bars over time with a
-labelled value axis and unit, and a gauge bar. Values are Decimal; output is safe HTML."""
+labelled value axis and unit, lines over time on one or two value axes with event
+markers, and a gauge bar. Output is safe HTML."""
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -74,3 +76,117 @@ def gauge(used: Decimal, included: Decimal | None, unit: str) -> str:
         '<div class="gauge {}"><div class="fill" style="width: {}%"></div>'
         '<span>{} of {} {} ({}%)</span></div>',
         state, f"{percent:.1f}", _label(used), _label(included), unit, f"{shown:.0f}")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a time chart: (time, value or None for a gap) points on the left or
+    right value axis, drawn as a step line (a count that changes at instants, like
+    nodes) or a straight line (a sampled level, like CPU)."""
+
+    name: str
+    points: list[tuple[datetime, float | Decimal | None]]
+    axis: str = "left"  # "left" or "right"
+    step: bool = False
+    css: str = "line"
+
+
+@dataclass(frozen=True)
+class Marker:
+    """An instant to mark across the plot (a scaling event), with its tooltip."""
+
+    at: datetime
+    label: str
+    css: str = "marker"
+
+
+def _axis_top(values: list[float], fixed: float | None) -> float:
+    if fixed is not None:
+        return fixed
+    return float(_nice_ceiling(Decimal(str(max(values, default=0.0)))))
+
+
+def _axis_label(value: float) -> str:
+    return _label(Decimal(str(round(value, 2))))
+
+
+def time_chart(series: list[Series], *, title: str, left_unit: str, right_unit: str | None = None,
+               markers: list[Marker] = (), left_max: float | None = None,
+               right_max: float | None = None, time_format: str = "%d %b %H:%M",
+               empty_text: str = "No data in this range yet", width: int = 720,
+               height: int = 260) -> str:
+    """Lines over time with a labelled value axis on the left (in `left_unit`) and,
+    optionally, one on the right (in `right_unit`), time labels below, a legend, and
+    vertical markers for events. Axes start at zero; `left_max`/`right_max` fix their top
+    (e.g. 100 for percentages)."""
+    left, right, top, bottom = 56, 56 if right_unit else 16, 44, 44
+    plot_w, plot_h = width - left - right, height - top - bottom
+    times = [t for s in series for t, _ in s.points] + [m.at for m in markers]
+    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+             f'<text x="{left}" y="16" class="chart-title">{escape(title)}</text>']
+    tops = {}
+    for axis, unit, fixed in (("left", left_unit, left_max), ("right", right_unit, right_max)):
+        if unit is None:
+            continue
+        values = [float(v) for s in series if s.axis == axis for _, v in s.points if v is not None]
+        tops[axis] = _axis_top(values, fixed)
+        x_text, anchor = (left - 6, "end") if axis == "left" else (width - right + 6, "start")
+        parts.append(f'<text x="{x_text}" y="{top - 10}" class="axis" text-anchor="{anchor}">'
+                     f'{escape(unit)}</text>')
+        for i in range(5):
+            y = top + plot_h - i / 4 * plot_h
+            if axis == "left":
+                parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" '
+                             'class="grid"/>')
+            parts.append(f'<text x="{x_text}" y="{y + 4:.1f}" class="axis" text-anchor="{anchor}">'
+                         f'{escape(_axis_label(tops[axis] * i / 4))}</text>')
+    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 4}" class="axis" '
+                 'text-anchor="middle">Time (UTC)</text>')
+    if not times:
+        parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{top + plot_h / 2:.1f}" class="axis" '
+                     f'text-anchor="middle">{escape(empty_text)}</text></svg>')
+        return mark_safe("".join(parts))
+    start, end = min(times), max(times)
+    span = (end - start).total_seconds() or 3600.0
+
+    def x_of(at: datetime) -> float:
+        return left + (at - start).total_seconds() / span * plot_w
+
+    def y_of(value, axis: str) -> float:
+        peak = tops.get(axis) or 1.0
+        return top + plot_h - min(float(value), peak) / peak * plot_h
+
+    for i in range(5):
+        at = start + (end - start) * i / 4
+        parts.append(f'<text x="{x_of(at):.1f}" y="{height - bottom + 16}" class="axis" '
+                     f'text-anchor="middle">{escape(at.strftime(time_format))}</text>')
+    for marker in markers:
+        x = x_of(marker.at)
+        parts.append(f'<g class="{escape(marker.css)}"><title>{escape(marker.at.strftime(time_format))}'
+                     f': {escape(marker.label)}</title><line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" '
+                     f'y2="{top + plot_h}"/><path d="M{x - 5:.1f},{top - 6} h10 l-5,6 z"/></g>')
+    for index, line in enumerate(series):
+        segments = [[]]  # a None value (no sample) breaks the line
+        for at, value in sorted(line.points, key=lambda p: p[0]):
+            if value is None:
+                segments.append([])
+            else:
+                segments[-1].append((x_of(at), y_of(value, line.axis)))
+        for segment in filter(None, segments):
+            path = f"M{segment[0][0]:.1f},{segment[0][1]:.1f}"
+            for x, y in segment[1:]:
+                path += f" H{x:.1f} V{y:.1f}" if line.step else f" L{x:.1f},{y:.1f}"
+            parts.append(f'<path d="{path}" class="{escape(line.css)}"><title>{escape(line.name)}'
+                         '</title></path>')
+        legend_x = left + index * 160
+        parts.append(f'<g class="legend"><rect x="{legend_x}" y="24" width="12" height="4" '
+                     f'class="{escape(line.css)}-key"/><text x="{legend_x + 16}" y="30" class="axis">'
+                     f'{escape(line.name)}</text></g>')
+    if markers:
+        legend_x = left + len(series) * 160
+        parts.append(f'<g class="legend"><rect x="{legend_x}" y="24" width="12" height="4" '
+                     f'class="marker-key"/><text x="{legend_x + 16}" y="30" class="axis">'
+                     'Scaling event</text></g>')
+    parts.append("</svg>")
+    return mark_safe("".join(parts))

@@ -4,6 +4,7 @@ from rest_framework.routers import SimpleRouter
 
 from billing import api as billing_api
 from metering import api as metering_api
+from provisioning import api as provisioning_api
 from tenants import api as tenants_api
 
 router = SimpleRouter(trailing_slash=False)
@@ -37,6 +38,17 @@ tenant_api = [
     path("usage/events", metering_api.UsageEventsView.as_view(), name="usage-events"),
     path("usage", metering_api.UsageView.as_view(), name="usage"),
     path("usage/timeseries", metering_api.UsageSeriesView.as_view(), name="usage-timeseries"),
+    path("databases", provisioning_api.DatabaseListCreate.as_view(), name="database-list"),
+    path("databases/<str:pk>", provisioning_api.DatabaseDetail.as_view(), name="database-detail"),
+    path("databases/<str:pk>/query", provisioning_api.DatabaseQuery.as_view(), name="database-query"),
+    path("clusters", provisioning_api.ClusterListCreate.as_view(), name="cluster-list"),
+    # Before clusters/<pk>, which would otherwise take "recommend" for an id.
+    path("clusters/recommend", provisioning_api.ClusterSizing.as_view(), name="cluster-sizing"),
+    path("clusters/<str:pk>", provisioning_api.ClusterDetail.as_view(), name="cluster-detail"),
+    path("clusters/<str:pk>/scaling-events", provisioning_api.ScalingEventList.as_view(),
+         name="cluster-scaling-events"),
+    path("clusters/<str:pk>/recommendation", provisioning_api.ClusterRecommendation.as_view(),
+         name="cluster-recommendation"),
     *router.urls,
 ]
 

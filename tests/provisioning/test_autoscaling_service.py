@@ -40,7 +40,9 @@ def make_cluster(tenant, cpu, *, nodes=3, memory=None, at=None, **policy):
     policy.setdefault("autoscale_enabled", True)
     cluster = Cluster.objects.create(
         tenant=tenant, name=f"as-{n}", handle=f"as-{n}-{tenant.pk if tenant else 'shared'}",
-        provider="local", region="eu-central", node_count=nodes, health=Health.HEALTHY,
+        # Shared ones in a region without the session's real shared cluster (eu-central).
+        provider="local", region="ap-southeast" if policy.get("shared") else "eu-central",
+        node_count=nodes, health=Health.HEALTHY,
         cpu_target_percent=70, **policy)
     set_metrics(cluster, cpu, memory=memory, at=at, count=nodes)
     return cluster
