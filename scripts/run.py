@@ -163,6 +163,7 @@ def _run(env: dict, port: str, fakes: dict[str, subprocess.Popen]) -> int:
     # (the regions' shared clusters are created on the first run) and stop them on exit.
     subprocess.run(manage + ["clusters_local", "start"], env=env, cwd=ROOT, check=True)
     try:
+        subprocess.run(manage + ["load_demo_provisioning"], env=env, cwd=ROOT, check=True)
         return _serve(env, port, fakes)
     finally:
         subprocess.run(manage + ["clusters_local", "stop"], env=env, cwd=ROOT, check=False)

@@ -218,3 +218,30 @@ def test_ids_that_cannot_exist_are_404_problems(owner, raw):
     assert_problem(owner.get(f"/api/v1/databases/{raw}"), 404)
     assert_problem(owner.post(f"/api/v1/databases/{raw}/query", {"sql": "select 1"},
                               format="json"), 404)
+
+
+# --- metering ---------------------------------------------------------------------------
+
+@pytest.mark.django_db
+def test_each_query_counts_as_an_api_call_and_its_bytes_as_bandwidth(owner, alice):
+    from billing.models import Subscription
+    from metering.services.collectors import BUFFER_KEY
+    from metering.services.counters import client, counters_read
+    from tests.metering.conftest import redis_wipe
+
+    database = create(owner)
+    redis_wipe()
+    sent = 0
+    for n in range(3):
+        body = {"sql": "select generate_series(1, $1) as n", "params": [n + 1]}
+        response = owner.post(f"/api/v1/databases/{database['id']}/query", body, format="json")
+        assert response.status_code == 200, response.content
+        assert response.json()["row_count"] == n + 1
+        sent += len(response.content)
+    buffered = {k.decode(): int(v) for k, v in client().hgetall(BUFFER_KEY).items()}
+    assert buffered[f"{alice.pk}:api_calls"] == 3
+    # Request and response bodies are both counted; the responses alone set a floor.
+    assert buffered[f"{alice.pk}:bandwidth_bytes"] >= sent > 0
+    period = Subscription.objects.get(tenant=alice).current_period_start
+    assert counters_read(alice.pk, period)["api_calls"] == 3 * 1_000_000
+    redis_wipe()

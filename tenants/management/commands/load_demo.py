@@ -1,7 +1,8 @@
 """Demo data for a new user: a staff login and a few organisations whose billing history
 was lived through the real services on a test clock — acme (active, months of paid
 invoices with overage), globex (past due: its card started declining), umbrella (suspended
-after grace) and initech (in its trial, no card yet). Safe to run again: organisations
+after grace), initech (in its trial, no card yet) and hooli (Enterprise, whose dedicated
+cluster `load_demo_provisioning` makes). Safe to run again: organisations
 that exist are left as they are. Histories need test mode (the run command sets it)."""
 from datetime import timedelta
 
@@ -27,6 +28,7 @@ DEMO_TENANTS = [
     ("umbrella", "Umbrella Inc", "starter", relativedelta(months=1, days=25), "pm_card_visa",
      "pm_card_chargeDeclinedInsufficientFunds"),
     ("initech", "Initech", "starter", relativedelta(days=5), None, None),
+    ("hooli", "Hooli", "enterprise", relativedelta(months=2), "pm_card_visa", None),
 ]
 
 
@@ -104,7 +106,8 @@ class Command(BaseCommand):
                 f"      login {STAFF_EMAIL} / {STAFF_PASSWORD}",
                 f"  Acme portal            : {tenant_url(acme, '/')}",
                 f"      login {OWNER_EMAIL} / {OWNER_PASSWORD}",
-                "  Also: globex (past due), umbrella (suspended), initech (trial); owners "
+                "  Also: globex (past due), umbrella (suspended), initech (trial), hooli "
+                "(Enterprise, dedicated cluster); owners "
                 "owner@<slug>.test / <slug>-demo-password",
                 f"  API documentation      : {tenant_url(public, '/api/docs/')}",
                 f"  Health                 : {tenant_url(public, '/readyz')}",
