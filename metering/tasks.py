@@ -39,7 +39,9 @@ def usage_buffer_flush() -> int:
 def usage_storage_collect() -> int:
     """Measure each tenant's data and record it as a storage_gb reading."""
     count = 0
-    for tenant in Tenant.objects.exclude(schema_name="public").filter(subscription__isnull=False):
+    tenants = Tenant.objects.exclude(schema_name="public").filter(subscription__isnull=False,
+                                                                  erased_at__isnull=True)
+    for tenant in tenants:
         try:
             size = collectors.tenant_data_size(tenant)
         except Exception:  # noqa: BLE001 - one unreachable cluster must not stop the others

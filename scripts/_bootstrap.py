@@ -19,7 +19,9 @@ STAMP = VENV / ".requirements.sha256"
 
 
 def _requirements_digest() -> str:
-    return hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    # pyproject.toml too: it declares the `aerolith` console script installed below.
+    return hashlib.sha256(REQUIREMENTS.read_bytes() + (ROOT / "pyproject.toml").read_bytes()
+                          ).hexdigest()
 
 
 def ensure_virtualenv() -> None:
@@ -34,6 +36,10 @@ def ensure_virtualenv() -> None:
     pip = [str(VENV_PYTHON), "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run(pip + ["install", "--upgrade", "pip"], check=True)
     subprocess.run(pip + ["install", "-r", str(REQUIREMENTS)], check=True)
+    # The CLI (aerolith_cli) as an editable install; requirements pin the setuptools that
+    # builds it, so no isolated build environment has to be downloaded.
+    subprocess.run(pip + ["install", "--no-build-isolation", "--no-deps", "-e", str(ROOT)],
+                   check=True)
     STAMP.write_text(digest)
 
 

@@ -22,6 +22,7 @@ to it in test mode). Their chains live in memory and start empty each run.
 """
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -130,6 +131,16 @@ def start_stripe_fake(env: dict, web_port: str) -> subprocess.Popen | None:
     return child
 
 
+def prometheus_dir() -> Path:
+    """An empty directory for prometheus-client's multiprocess mode: gunicorn's workers and
+    Celery's processes each write their metrics there and /metrics adds them up. Emptied at
+    every start, or the counts of processes long gone would be served as current."""
+    path = ROOT / ".var" / "prometheus"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
 def main() -> int:
     port = os.environ.get("AEROLITH_PORT", "8000")
     with running_services() as service_env:
@@ -170,6 +181,7 @@ def _run(env: dict, port: str, fakes: dict[str, subprocess.Popen]) -> int:
 
 
 def _serve(env: dict, port: str, fakes: dict[str, subprocess.Popen]) -> int:
+    env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(prometheus_dir())}
     commands = {
         "web": [PY, "-m", "gunicorn", "aerolith.wsgi", "--bind", f"127.0.0.1:{port}",
                 "--workers", "2", "--threads", "4", "--access-logfile", "-"],

@@ -48,10 +48,12 @@ class TenantAdmin(admin.ModelAdmin):
     list_filter = ["status", "region", "subscription__plan"]
     search_fields = ["name", "slug", "domains__domain"]
     list_select_related = ["subscription__plan"]
-    readonly_fields = ["slug", "schema_name", "status", "created_at", "portal_link", "api_keys"]
-    fields = ["name", "region", "slug", "schema_name", "status", "created_at", "portal_link", "api_keys"]
+    readonly_fields = ["slug", "schema_name", "status", "created_at", "portal_link", "api_keys",
+                       "erasure_requested_at", "erased_at"]
+    fields = ["name", "region", "slug", "schema_name", "status", "created_at", "portal_link", "api_keys",
+              "erasure_requested_at", "erased_at"]
     inlines = [DomainInline, MembershipInline]
-    actions = ["attach_test_clock", "advance_one_day", "advance_thirty_days"]
+    actions = ["attach_test_clock", "advance_one_day", "advance_thirty_days", "erase_data"]
     show_full_result_count = False
 
     def get_queryset(self, request):
@@ -74,6 +76,8 @@ class TenantAdmin(admin.ModelAdmin):
 
     @admin.display(description="API keys (metadata only)")
     def api_keys(self, obj):
+        if obj.erased_at is not None:
+            return "Erased with the tenant's schema"
         with tenant_context(obj):
             keys = list(ApiKey.objects.values_list("name", "prefix", "scopes", "created_at",
                                                    "last_used_at", "revoked_at"))
@@ -109,6 +113,16 @@ class TenantAdmin(admin.ModelAdmin):
     @admin.action(description="Advance test clock by 30 days")
     def advance_thirty_days(self, request, queryset):
         self._advance(request, queryset, 30 * 86400)
+
+    @admin.action(description="Erase data (cancelled tenants only; keeps invoices)")
+    def erase_data(self, request, queryset):
+        from .services.erasure import erasure_request
+
+        # The staff member's deliberate choice of this action stands for the slug the
+        # owner types in the portal.
+        self._each(request, queryset,
+                   lambda t: erasure_request(tenant=t, actor=request.user, confirm=t.slug),
+                   "scheduled the erasure of")
 
     def _advance(self, request, queryset, seconds):
         def advance(tenant):

@@ -3,7 +3,7 @@ audit trail and test clock on the tenant's domain."""
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.exceptions import AuthenticationFailed, NotFound
+from rest_framework.exceptions import APIException, AuthenticationFailed, NotFound
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,12 +12,14 @@ from rest_framework_simplejwt.tokens import RefreshToken
 
 from aerolith.api.pagination import CursorPagination
 from aerolith.api.schema import PROBLEM_RESPONSES
+from aerolith.errors import ValidationFailed
 
 from .models import ApiKey, AuditEvent, Membership, Region, Role, TestClock
 from .permissions import ALL_SCOPES, Action, member_principal
 from .selectors import audit_events_of, members_of, tenant_url
-from .services import api_keys, clocks, members
+from .services import api_keys, clocks, members, two_factor
 from .services.signup import tenant_signup
+from .throttle import is_locked_out, lockout_problem, login_failed
 
 
 def _require_tenant_domain(request):
@@ -103,6 +105,22 @@ class SignupView(APIView):
 class TokenIn(serializers.Serializer):
     email = serializers.CharField(max_length=254)
     password = serializers.CharField(max_length=128)
+    otp = serializers.CharField(max_length=32, required=False, allow_blank=True,
+                                help_text="The 6-digit code from the authenticator app, or a "
+                                          "recovery code; required when the account has "
+                                          "two-factor authentication.")
+
+
+class OtpRefused(APIException):
+    """401 with its own problem code (otp_required / otp_invalid), so a client knows to ask
+    for the code rather than the password again."""
+
+    status_code = 401
+    auth_header = 'Bearer realm="api"'
+
+    def __init__(self, detail: str, code: str):
+        super().__init__(detail, code)
+        self.default_code = code
 
 
 class RefreshIn(serializers.Serializer):
@@ -134,12 +152,32 @@ class TokenView(_CredentialsInBody):
         data.is_valid(raise_exception=True)
         user = authenticate(request, email=data.validated_data["email"].strip(),
                             password=data.validated_data["password"])
+        if user is None and is_locked_out(request):
+            return lockout_problem()
         if user is None or member_principal(request.tenant, user) is None:
             raise AuthenticationFailed("Email or password is wrong, or this account is not a "
                                        "member of this organisation.")
+        if two_factor.two_factor_enabled(user):
+            self._check_otp(request, user, data.validated_data.get("otp", ""))
+            if is_locked_out(request):
+                return lockout_problem()
         refresh = RefreshToken.for_user(user)
         refresh["tenant_id"] = request.tenant.pk
         return Response({"access": str(refresh.access_token), "refresh": str(refresh)})
+
+
+    @staticmethod
+    def _check_otp(request, user, otp: str) -> None:
+        if not otp.strip():
+            raise OtpRefused("This account has two-factor authentication: send the code from "
+                             "the authenticator app (or a recovery code) as `otp` with the "
+                             "email and password.", "otp_required")
+        try:
+            two_factor.otp_check(user, otp, field="otp")
+        except ValidationFailed as error:
+            login_failed(request, user.email)
+            if not is_locked_out(request):
+                raise OtpRefused(error.detail, "otp_invalid") from None
 
 
 class TokenRefreshView(_CredentialsInBody):

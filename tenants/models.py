@@ -33,6 +33,10 @@ class Tenant(TenantMixin):
         max_length=20, choices=TenantStatus.choices, default=TenantStatus.TRIALING, db_index=True
     )
     created_at = models.DateTimeField(default=clock.wall_now)
+    # Erasure (tenants.services.erasure): asked for after cancellation, then done by a
+    # worker. The row stays as a tombstone because invoices and payments point at it.
+    erasure_requested_at = models.DateTimeField(null=True, blank=True)
+    erased_at = models.DateTimeField(null=True, blank=True)
 
     # Schemas are made by tenants.services.schemas (pool or clone), never as a side
     # effect of save(), and never dropped implicitly.
@@ -269,3 +273,87 @@ class OutboxEvent(models.Model):
 
     def __str__(self):
         return f"{self.type} for {self.tenant_id}"
+
+
+class DataExport(models.Model):
+    """A tenant's data as a zip archive (tenants.services.exports), built by a worker,
+    downloadable once, removed after `expires_at`. Public, so one beat task cleans up
+    every tenant's expired files; the archive itself is a file under
+    AEROLITH_EXPORTS_DIR named by a random token."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        BUILDING = "building", "Building"
+        READY = "ready", "Ready to download"
+        FAILED = "failed", "Failed"
+        DOWNLOADED = "downloaded", "Downloaded"
+        EXPIRED = "expired", "Expired"
+
+    tenant = models.ForeignKey(Tenant, on_delete=models.CASCADE, related_name="data_exports")
+    requested_by = models.ForeignKey(
+        User, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        db_constraint=False,
+    )
+    requested_by_label = models.CharField(max_length=200)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    token = models.CharField(max_length=64, unique=True, help_text="Names the file on disk.")
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=clock.wall_now)
+    built_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField()
+    downloaded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "expires_at"], name="export_status_expiry")]
+        constraints = [
+            # One export at a time per tenant: a second request while one is being built
+            # would only duplicate the work.
+            models.UniqueConstraint(fields=["tenant"], condition=models.Q(status__in=["pending", "building"]),
+                                    name="export_one_in_flight_per_tenant"),
+        ]
+
+    def __str__(self):
+        return f"Export {self.pk} of {self.tenant_id} ({self.status})"
+
+
+class SsoConfig(models.Model):
+    """The tenant's OpenID Connect provider (SPEC §8, Enterprise and Custom plans).
+    Tenant-private: the one row lives in the tenant's schema (its primary key is pinned to
+    1), so another organisation's domain cannot even find it. The client secret is sealed
+    with aerolith.crypto (context `sso:<tenant id>`); `discovery` keeps the endpoints read
+    from the issuer's metadata when the configuration was last saved."""
+
+    tenant_private = True
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    issuer = models.URLField(max_length=300)
+    client_id = models.CharField(max_length=255)
+    client_secret_sealed = models.TextField()
+    default_role = models.CharField(max_length=20, choices=Role.choices, default=Role.VIEWER)
+    enabled = models.BooleanField(default=False)
+    allowed_domains = ArrayField(models.CharField(max_length=253), default=list, blank=True)
+    discovery = models.JSONField(default=dict)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+",
+        db_constraint=False,
+    )
+    created_at = models.DateTimeField(default=clock.wall_now)
+    updated_at = models.DateTimeField(default=clock.wall_now)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(id=1), name="ssoconfig_one_per_tenant"),
+            models.CheckConstraint(condition=~models.Q(default_role="owner"),
+                                   name="ssoconfig_default_role_not_owner"),
+        ]
+
+    def __str__(self):
+        return f"SSO via {self.issuer}"
+
+
+# Webhook endpoints and deliveries live in their own module (tenants/webhooks/); imported
+# here so that Django registers them with this app.
+from .webhooks.models import WebhookDelivery, WebhookEndpoint  # noqa: E402,F401

@@ -44,3 +44,38 @@ def refill_schema_pool() -> int:
         return schema_pool_refill()
     finally:
         lock.release()
+
+
+@shared_task
+def data_export_build(export_id: int) -> str | None:
+    """Build one requested data export (tenants.services.exports)."""
+    from .services.exports import export_build
+
+    export = export_build(export_id)
+    return export.status if export else None
+
+
+@shared_task
+def data_exports_expire() -> int:
+    """Beat, hourly: delete the archives of exports past their expiry."""
+    from .services.exports import exports_expire
+
+    return exports_expire()
+
+
+@shared_task(bind=True, max_retries=48)
+def tenant_erase_run(self, tenant_id: int) -> dict | None:
+    """Erase a cancelled tenant whose erasure was requested. A database server that
+    cannot be reached or a cluster busy with another operation is retried every ten
+    minutes (for eight hours); every step is safe to repeat."""
+    from provisioning.errors import ClusterUnavailable, OperationInFlight
+
+    from .services.erasure import tenant_erase
+
+    try:
+        result = tenant_erase(tenant_id=tenant_id)
+    except (ClusterUnavailable, OperationInFlight) as exc:
+        raise self.retry(exc=exc, countdown=600) from exc
+    return None if result is None else {"databases_dropped": result.databases_dropped,
+                                        "clusters_deleting": result.clusters_deleting,
+                                        "users_anonymised": result.users_anonymised}

@@ -113,3 +113,87 @@ def portal_member(tenant: Tenant, role: str):
     email = f"{role}@{tenant.slug}.test"
     add_member(tenant, email, role)
     return portal_user(tenant, email)
+
+
+# --- two-factor authentication and sign-in throttling (SPEC §8) ---------------------------
+
+def otp_verify(client, user):
+    """Mark `client`'s signed-in session as having passed two-factor authentication for
+    `user`, the way django_otp.login does after a right code: the user gets a confirmed
+    authenticator device if they have none. Returns the device."""
+    from django_otp import DEVICE_ID_SESSION_KEY
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
+    device = (TOTPDevice.objects.filter(user=user, confirmed=True).first()
+              or TOTPDevice.objects.create(user=user, name="Test app", confirmed=True))
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = device.persistent_id
+    session.save()
+    return device
+
+
+def staff_client(user=None):
+    """A client on the public domain signed in as staff (default: a new superuser
+    ops@aerolith.test) who passed two-factor authentication, so the admin opens."""
+    from django.test import Client
+
+    from tenants.models import User
+
+    user = user or User.objects.create_superuser("ops@aerolith.test", PASSWORD)
+    client = Client(HTTP_HOST=PUBLIC_HOST)
+    client.force_login(user)
+    otp_verify(client, user)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _axes_reset(request, django_db_blocker):
+    """Failed sign-ins (django-axes) never carry over from one test to the next: they are
+    rows rolled back with each test's transaction, and this also clears any a transactional
+    or live-server test committed, so a later test is never locked out by an earlier one."""
+    yield
+    if "_django_db_helper" not in request.fixturenames:
+        return
+    from axes.models import AccessAttempt
+
+    with django_db_blocker.unblock():
+        if AccessAttempt.objects.exists():
+            AccessAttempt.objects.all().delete()
+
+
+# --- a real shared cluster (moved here from tests/provisioning/conftest.py so that tests
+# outside provisioning, e.g. the CLI's, can create databases) ----------------------------
+
+@pytest.fixture(scope="session")
+def clusters_dir(tmp_path_factory):
+    import os
+
+    path = tmp_path_factory.mktemp("clusters")
+    previous = os.environ.get("AEROLITH_CLUSTERS_DIR")
+    os.environ["AEROLITH_CLUSTERS_DIR"] = str(path)
+    yield path
+    if previous is None:
+        os.environ.pop("AEROLITH_CLUSTERS_DIR", None)
+    else:
+        os.environ["AEROLITH_CLUSTERS_DIR"] = previous
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(django_db_setup, django_db_blocker, clusters_dir):
+    """The region eu-central's shared cluster, provisioned once per session through the same
+    services and local driver as production; stopped with its files removed at the end."""
+    from provisioning.drivers import driver_for
+    from provisioning.drivers.base import Step
+    from provisioning.models import Health
+    from provisioning.services.clusters import shared_cluster_ensure
+    from provisioning.services.operations import operation_run
+
+    with django_db_blocker.unblock():
+        cluster, operation = shared_cluster_ensure("eu-central")
+        if operation is not None:
+            operation_run(operation.pk)  # already run by the eager task; a no-op then
+        cluster.refresh_from_db()
+        assert cluster.health == Health.HEALTHY, (cluster.health, operation and operation.error)
+        connection.set_schema_to_public()
+    yield cluster
+    driver_for(cluster.provider).apply(cluster.handle, Step("delete_cluster"), None)

@@ -1,6 +1,7 @@
 """RFC 9457 problem+json for every API failure: DRF's own exceptions, domain errors from
 services, Django's 404 and anything unexpected."""
 import logging
+import math
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
@@ -108,8 +109,11 @@ def problem_exception_handler(exc, context):
         headers = {}
         extra = {}
         if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-            headers["Retry-After"] = str(int(exc.wait) + 1)
-            extra["retry_after"] = int(exc.wait) + 1
+            # Whole seconds (RFC 9110 delay-seconds), rounded up: never "retry now".
+            wait = max(1, math.ceil(exc.wait))
+            headers["Retry-After"] = str(wait)
+            extra["retry_after"] = wait
+            extra.update(getattr(exc, "problem_extra", {}))
         if getattr(exc, "auth_header", None):
             headers["WWW-Authenticate"] = exc.auth_header
         return problem_response(problem(exc.status_code, code, detail, **extra), headers)

@@ -6,6 +6,8 @@ from billing import api as billing_api
 from metering import api as metering_api
 from provisioning import api as provisioning_api
 from tenants import api as tenants_api
+from tenants import api_privacy
+from tenants.webhooks import api as webhooks_api
 
 router = SimpleRouter(trailing_slash=False)
 router.register("members", tenants_api.MemberViewSet, basename="member")
@@ -49,6 +51,18 @@ tenant_api = [
          name="cluster-scaling-events"),
     path("clusters/<str:pk>/recommendation", provisioning_api.ClusterRecommendation.as_view(),
          name="cluster-recommendation"),
+    path("exports", api_privacy.ExportList.as_view(), name="export-list"),
+    path("exports/<str:pk>", api_privacy.ExportDetail.as_view(), name="export-detail"),
+    path("exports/<str:pk>/download", api_privacy.ExportDownload.as_view(), name="export-download"),
+    path("erasure", api_privacy.ErasureView.as_view(), name="erasure"),
+    path("webhook-endpoints", webhooks_api.WebhookEndpointListCreate.as_view(),
+         name="webhook-endpoint-list"),
+    path("webhook-endpoints/<str:pk>", webhooks_api.WebhookEndpointDetail.as_view(),
+         name="webhook-endpoint-detail"),
+    path("webhook-endpoints/<str:pk>/deliveries", webhooks_api.WebhookDeliveryList.as_view(),
+         name="webhook-delivery-list"),
+    path("webhook-deliveries/<str:pk>/redeliver", webhooks_api.WebhookDeliveryRedeliver.as_view(),
+         name="webhook-delivery-redeliver"),
     *router.urls,
 ]
 

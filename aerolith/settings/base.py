@@ -36,6 +36,11 @@ SHARED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_celery_beat",
+    # Two-factor authentication (SPEC §8): TOTP devices and recovery codes, public schema.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "axes",  # failed-login throttling; its records live in the public schema
 ]
 # Our apps hold both public and tenant-private models; aerolith.db_router decides per
 # model (see TenantPrivateModel), so they are listed here as well.
@@ -56,6 +61,7 @@ TENANT_MULTIPROCESSING_MAX_PROCESSES = env.int("TENANT_MIGRATE_PROCESSES", defau
 DATABASE_ROUTERS = ["aerolith.db_router.TenantModelRouter", "django_tenants.routers.TenantSyncRouter"]
 
 MIDDLEWARE = [
+    "aerolith.metrics.MetricsMiddleware",  # first: times every request, probes included
     "aerolith.middleware.HealthCheckMiddleware",
     "aerolith.middleware.RequestIdMiddleware",
     "tenants.middleware.TenantMiddleware",
@@ -66,8 +72,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    "tenants.staff_otp.StaffOTPRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as django-axes asks
 ]
 
 TEMPLATES = [
@@ -108,6 +117,30 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
 ]
 LOGIN_URL = "portal:login"
+# django-axes checks every authenticate() for lockouts before Django's own backend runs.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Failed sign-ins (SPEC §8, tenants/throttle.py): AXES_FAILURE_LIMIT failures within the
+# cool-off lock the account, and separately the client IP, for AXES_COOLOFF_TIME; every
+# further failure while locked restarts it. The IP is REMOTE_ADDR (set by the proxy in
+# front of the app); a spoofable X-Forwarded-For is never trusted here.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username"], ["ip_address"]]
+AXES_USERNAME_CALLABLE = "tenants.throttle.login_username"
+AXES_LOCKOUT_CALLABLE = "tenants.throttle.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "tenants.throttle.client_ip"
+AXES_RESET_ON_SUCCESS = False  # else a success from one IP would clear others' failures
+AXES_VERBOSE = False
+# No log of successful sign-ins: failures expire after the cool-off, so no email or IP is
+# kept longer than needed (erasure, SPEC §8).
+AXES_DISABLE_ACCESS_LOG = True
+# TOTP (django-otp): the issuer shown in authenticator apps; codes of the previous and next
+# 30-second step are accepted; a wrong code doubles the wait before the next try.
+OTP_TOTP_ISSUER = "Aerolith Cloud"
+OTP_TOTP_TOLERANCE = 1
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -213,6 +246,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("AEROLITH_CRYPTO_SCAN_SECONDS", default=15.0),
     },
     "operations-resume": {"task": "provisioning.tasks.operations_resume", "schedule": 60.0},
+    "data-exports-expire": {"task": "tenants.tasks.data_exports_expire", "schedule": 3600.0},
     "clusters-health": {
         "task": "provisioning.tasks.clusters_health_dispatch",
         "schedule": env.float("AEROLITH_HEALTH_SECONDS", default=60.0),
@@ -221,10 +255,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "provisioning.tasks.autoscale_dispatch",
         "schedule": env.float("AEROLITH_AUTOSCALE_SECONDS", default=60.0),
     },
+    # Outbox → webhook deliveries; retries are due work (webhooks.attempt jobs).
+    "webhooks-dispatch": {"task": "tenants.webhooks.tasks.webhooks_dispatch", "schedule": 5.0},
 }
 
 # The beat dispatcher sends tenants with due work in chunks of this many per task.
 AEROLITH_DUE_WORK_CHUNK = env.int("AEROLITH_DUE_WORK_CHUNK", default=50)
+# Data exports (SPEC §8): zip archives written here (mode 0600), downloadable once, deleted
+# after this many days by the hourly data-exports-expire task.
+AEROLITH_EXPORTS_DIR = env("AEROLITH_EXPORTS_DIR", default="")  # "" = <var dir>/exports
+AEROLITH_EXPORT_TTL_DAYS = env.int("AEROLITH_EXPORT_TTL_DAYS", default=7)
 
 # Provisioning (SPEC §7). Clusters have 1..AEROLITH_CLUSTER_MAX_NODES nodes. An operation
 # step that fails is retried by later runs this many times before the operation fails; a
@@ -313,6 +353,14 @@ AEROLITH_USAGE_IDEMPOTENCY_DAYS = env.int("AEROLITH_USAGE_IDEMPOTENCY_DAYS", def
 AEROLITH_USAGE_RAW_RETENTION_DAYS = env.int("AEROLITH_USAGE_RAW_RETENTION_DAYS", default=90)
 AEROLITH_USAGE_HOURLY_RETENTION_DAYS = env.int("AEROLITH_USAGE_HOURLY_RETENTION_DAYS", default=397)
 AEROLITH_USAGE_MAX_BODY_BYTES = env.int("AEROLITH_USAGE_MAX_BODY_BYTES", default=16 * 1024 * 1024)
+# API rate limits per plan (SPEC §8, metering/ratelimits.py). The test settings turn them
+# off except in the tests about them, so that a burst of test requests is not refused.
+AEROLITH_RATE_LIMITS = env.bool("AEROLITH_RATE_LIMITS", default=True)
+# Prometheus /metrics (aerolith/metrics.py), public domain only: scrapers send
+# `Authorization: Bearer <this>`; signed-in staff need none. Empty: staff only. Test mode has
+# a known default (load_demo prints it); set your own anywhere else.
+AEROLITH_METRICS_TOKEN = env("AEROLITH_METRICS_TOKEN",
+                             default="aerolith-test-metrics-token" if AEROLITH_TEST_MODE else "")
 
 # Billing schedules (SPEC §3, §4): the defaults of the BillingSettings row staff edit.
 AEROLITH_TRIAL_DAYS = env.int("AEROLITH_TRIAL_DAYS", default=14)

@@ -7,6 +7,7 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True
 AEROLITH_SCHEMA_POOL_SIZE = 0
+AEROLITH_RATE_LIMITS = False  # on in tests/metering/test_rate_limits.py
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 # Crypto payments: a fixed test merchant wallet and fallback SOL rate; no chain listens on
 # port 9, so a test that needs Solana starts its LiteSVM adapter (tests/fakes/solana_rpc.py).

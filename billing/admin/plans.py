@@ -12,8 +12,8 @@ class PlanMeterInline(admin.TabularInline):
 
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
-    list_display = ["name", "code", "price_cents", "max_databases", "support", "overage_allowed",
-                    "is_public", "for_tenant"]
+    list_display = ["name", "code", "price_cents", "max_databases", "api_rate_per_second",
+                    "support", "overage_allowed", "is_public", "for_tenant"]
     list_filter = ["is_public", "is_custom"]
     search_fields = ["code", "name"]
     inlines = [PlanMeterInline]

@@ -17,7 +17,7 @@ class PlanOut(serializers.ModelSerializer):
     class Meta:
         model = Plan
         fields = ["code", "name", "price", "price_cents", "limits", "overage_prices", "support",
-                  "overage_allowed", "is_custom"]
+                  "overage_allowed", "is_custom", "api_rate_per_second"]
 
     def get_price(self, plan) -> dict:
         return money(plan.price_cents, plan.currency)

@@ -22,6 +22,10 @@ class Plan(models.Model):
     database_placement = models.CharField(max_length=20, choices=DatabasePlacement.choices,
                                           default=DatabasePlacement.SHARED_SCHEMA)
     support = models.CharField(max_length=40)
+    api_rate_per_second = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="API requests per second for the whole organisation, with a burst of one "
+                  "second's worth (SPEC §8). Empty means unlimited.")
     overage_allowed = models.BooleanField(
         default=True, help_text="Without overage, allowances are hard limits (Free).")
     is_public = models.BooleanField(default=True, help_text="Offered at signup and on pricing.")
@@ -34,6 +38,12 @@ class Plan(models.Model):
 
     class Meta:
         ordering = ["sort_order", "price_cents"]
+        constraints = [
+            # 0 would refuse every request; "unlimited" is written as empty.
+            models.CheckConstraint(condition=models.Q(api_rate_per_second__gte=1)
+                                   | models.Q(api_rate_per_second__isnull=True),
+                                   name="plan_api_rate_positive"),
+        ]
 
     def __str__(self):
         return self.name

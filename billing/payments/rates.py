@@ -39,10 +39,12 @@ def fetch_rate(currency: str) -> Decimal:
     if not url:
         raise RateSourceError("No rate source is configured (AEROLITH_RATE_SOURCE_URL).")
     url = url.replace("{ids}", coin)
+    if urlsplit(url).scheme not in ("https", "http"):  # never file:// or custom schemes
+        raise RateSourceError("AEROLITH_RATE_SOURCE_URL must be an http(s) URL.")
     request = urllib.request.Request(url, headers={"Accept": "application/json",
                                                    "User-Agent": "aerolith-billing"})
     try:
-        with urllib.request.urlopen(request, timeout=settings.AEROLITH_RATE_SOURCE_TIMEOUT) as response:
+        with urllib.request.urlopen(request, timeout=settings.AEROLITH_RATE_SOURCE_TIMEOUT) as response:  # nosec B310 - scheme checked above
             body = response.read(MAX_BODY + 1)
     except urllib.error.HTTPError as exc:
         raise RateSourceError(f"The rate source answered HTTP {exc.code}.") from exc

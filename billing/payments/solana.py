@@ -31,7 +31,7 @@ from aerolith.errors import DomainError
 logger = logging.getLogger(__name__)
 
 PAGE_LIMIT = 1000  # the most getSignaturesForAddress returns per call
-TOKEN_PROGRAM_ID = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"
+TOKEN_PROGRAM_ID = "TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"  # nosec B105 - a public program address, not a secret
 MAX_RETRY_AFTER = 30  # seconds
 
 

@@ -67,7 +67,7 @@ def _next_numbers(year: int, count: int) -> int:
     row lock until commit, so a rolled-back finalisation gives its numbers back."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {InvoiceCounter._meta.db_table} (year, last_number) VALUES (%s, %s) "
+            f"INSERT INTO {InvoiceCounter._meta.db_table} (year, last_number) VALUES (%s, %s) "  # nosec B608 - the table name is the model's; values are parameters
             "ON CONFLICT (year) DO UPDATE SET last_number = "
             f"{InvoiceCounter._meta.db_table}.last_number + EXCLUDED.last_number "
             "RETURNING last_number", [year, count])

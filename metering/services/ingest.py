@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from aerolith import clock
+from aerolith.metrics import usage_ingested
 from billing.selectors import subscription_of
 
 from ..models import Meter
@@ -31,7 +32,7 @@ MAX_BATCH = 10_000
 MAX_ID_LENGTH = 200
 MAX_PROPERTIES_BYTES = 4096
 # Each ingesting process writes its own aggregate rows (see UsageAggregate).
-SHARD = (os.getpid() ^ random.getrandbits(15)) % 32
+SHARD = (os.getpid() ^ random.getrandbits(15)) % 32  # nosec B311 - spreads writers over shards; not security
 
 
 @dataclass
@@ -337,6 +338,7 @@ def usage_ingest(*, tenant, events: list, counters_done: bool = False,
     if valid and enforce_limits and subscription is not None and not subscription.plan.overage_allowed:
         valid = _within_hard_limits(tenant, subscription, valid, result)
     if not valid:
+        _count(result, enforce_limits)
         return result
     received = clock.wall_now()
     with transaction.atomic():
@@ -355,5 +357,12 @@ def usage_ingest(*, tenant, events: list, counters_done: bool = False,
                 added = {code: value for code, (agg, value) in changes.items()
                          if agg in ("count", "sum")}
                 after_ingest(tenant, subscription, totals, added)
+    _count(result, enforce_limits)
     return result
+
+
+def _count(result: IngestResult, enforce_limits: bool) -> None:
+    # Only the platform's own collectors ingest without limits.
+    usage_ingested(accepted=result.accepted, duplicates=result.duplicates,
+                   rejected=len(result.rejected), source="api" if enforce_limits else "internal")
 

@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import signal
-import subprocess
+import subprocess  # nosec B404 - runs PostgreSQL's own tools with fixed argv, no shell
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -145,7 +145,7 @@ def run_tool(tool: str, args: list[str], *, cwd: Path, timeout: float) -> str:
     env["LC_ALL"] = "C"
     with tempfile.TemporaryFile() as out:
         try:
-            done = subprocess.run([str(bin_dir() / tool), *args], cwd=cwd, env=env,
+            done = subprocess.run([str(bin_dir() / tool), *args], cwd=cwd, env=env,  # nosec B603 - a PostgreSQL tool from our bin dir, argv list, no shell
                                   stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                   timeout=timeout, check=False, **ids)
         except subprocess.TimeoutExpired:
@@ -168,7 +168,7 @@ def socket_dir_for(node_dir: Path) -> Path:
         return inside
     import hashlib
 
-    digest = hashlib.sha1(str(node_dir.resolve()).encode()).hexdigest()[:16]
+    digest = hashlib.sha1(str(node_dir.resolve()).encode(), usedforsecurity=False).hexdigest()[:16]
     return Path(tempfile.gettempdir()) / f"aerolith-pg-{digest}"
 
 

@@ -153,7 +153,7 @@ def _forecasts(clusters: list[Cluster], nows: dict) -> dict[int, tuple]:
     values = ", ".join(["(%s, %s::timestamptz)"] * len(clusters))
     params = [p for c in clusters for p in (c.pk, nows[c.pk])]
     sql = (
-        f"SELECT s.cluster_id, s.at, s.nodes, s.cpu_percent, s.memory_percent "
+        f"SELECT s.cluster_id, s.at, s.nodes, s.cpu_percent, s.memory_percent "  # nosec B608 - table names are the models'; values are parameters
         f"FROM {ClusterSample._meta.db_table} s JOIN (VALUES {values}) AS v(id, now) "
         "ON s.cluster_id = v.id AND ("
         " s.at BETWEEN v.now - %s AND v.now - %s + %s OR s.at BETWEEN v.now - %s AND v.now)")
@@ -190,7 +190,7 @@ def _start_operations(decided, nows) -> list[tuple]:
     if acting:
         table = Operation._meta.db_table
         sql = (
-            f"INSERT INTO {table} (cluster_id, kind, idempotency_key, target_nodes, node_name,"
+            f"INSERT INTO {table} (cluster_id, kind, idempotency_key, target_nodes, node_name,"  # nosec B608 - table names are the models'; values are parameters
             " state, requested_by, attempts, error, log, created_at)"
             " SELECT c, %s, k, n, '', %s, %s, 0, '', '[]'::jsonb, %s"
             " FROM unnest(%s::bigint[], %s::text[], %s::int[]) AS v(c, k, n)"
@@ -233,7 +233,7 @@ def _write_state(decided, nows) -> None:
                 Health.SCALING if acted else None), strict=True):
             column.append(value)
     sql = (
-        f"UPDATE {Cluster._meta.db_table} AS c SET recent_recommendations = v.recent,"
+        f"UPDATE {Cluster._meta.db_table} AS c SET recent_recommendations = v.recent,"  # nosec B608 - table names are the models'; values are parameters
         " last_outcome = v.outcome, last_reason = v.reason, last_evaluated_at = v.at,"
         " node_count = COALESCE(v.nodes, c.node_count), health = COALESCE(v.health, c.health)"
         " FROM unnest(%s::bigint[], %s::jsonb[], %s::text[], %s::text[], %s::timestamptz[],"

@@ -14,6 +14,7 @@ objects are handed to a NOLOGIN *holder* role (`<role>_h`), and the role keeps C
 USAGE on its schemas and SELECT on its tables, nothing more. SECURITY DEFINER routines
 would run as the holder (the new owner), so their EXECUTE is revoked while read-only.
 """
+import logging
 from contextlib import contextmanager
 
 import psycopg
@@ -23,6 +24,8 @@ from psycopg import sql
 from ..errors import ClusterUnavailable
 from ..models import Cluster, Database, Placement
 from ..selectors import cluster_dsn
+
+logger = logging.getLogger(__name__)
 
 SYSTEM_SCHEMAS = "('pg_catalog', 'information_schema', 'pg_toast')"
 
@@ -84,7 +87,9 @@ def database_provision(cluster: Cluster, database: Database, password: str) -> N
         try:
             database_drop(cluster, database, parts=made)
         except Exception:  # noqa: BLE001 - the original error is the one to report
-            pass
+            # Reconcile drops what is left later; say so instead of hiding it.
+            logger.warning("cleanup after a failed database create left parts behind",
+                           extra={"database": database.db_name}, exc_info=True)
         raise
 
 
@@ -172,7 +177,7 @@ def read_only_apply(cluster: Cluster, database: Database) -> None:
             conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
                 sql.Identifier(database.db_name), sql.Identifier(role)))
             schemas = [row[0] for row in conn.execute(
-                f"SELECT nspname FROM pg_namespace WHERE nspname NOT IN {SYSTEM_SCHEMAS} "
+                f"SELECT nspname FROM pg_namespace WHERE nspname NOT IN {SYSTEM_SCHEMAS} "  # nosec B608 - SYSTEM_SCHEMAS is a constant
                 "AND nspname NOT LIKE 'pg\\_temp\\_%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%'")]
         for schema in schemas:
             conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {0} TO {1}; "

@@ -3,6 +3,7 @@ from django.contrib.auth.forms import AuthenticationForm
 
 from ..models import Region
 from ..permissions import member_principal
+from ..throttle import is_locked_out, lockout_text
 
 
 class SignupForm(forms.Form):
@@ -36,6 +37,16 @@ class TenantLoginForm(AuthenticationForm):
     def __init__(self, request=None, *args, **kwargs):
         super().__init__(request, *args, **kwargs)
         self.fields["username"].label = "Email"
+
+    def clean(self):
+        try:
+            return super().clean()
+        except forms.ValidationError:
+            # django-axes refused the attempt or this failure hit the limit: say so, not
+            # "wrong password", since even the right one is refused until the cool-off ends.
+            if is_locked_out(self.request):
+                raise forms.ValidationError(lockout_text(), code="locked_out") from None
+            raise
 
     def confirm_login_allowed(self, user):
         super().confirm_login_allowed(user)

@@ -7,19 +7,28 @@ from django.contrib.auth import authenticate, login, logout
 from django.contrib.auth.views import LoginView
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST
+from django_otp import login as otp_login
+from django_otp.models import Device
 
 from aerolith import clock
 from aerolith.errors import DomainError, ValidationFailed
 from billing.selectors import public_plans
 
 from ..models import User
+from ..permissions import member_principal
 from ..selectors import memberships_of, tenant_url
 from ..services.members import invitation_accept, invitation_for_token
 from ..services.signup import tenant_signup
+from ..services.two_factor import two_factor_enabled
+from ..throttle import is_locked_out, lockout_text
 from .access import member_required
 from .forms import AcceptInvitationForm, EmailLoginForm, SignupForm, TenantLoginForm
-from .handoff import handoff_redeem, handoff_token
+from .handoff import handoff_claims, handoff_token
+from .security import OtpForm, pending_clear, pending_get, pending_start, verify_code
+
+MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 
 
 def _apply_errors(form, error: DomainError) -> None:
@@ -28,9 +37,31 @@ def _apply_errors(form, error: DomainError) -> None:
         form.add_error(field, item["detail"])
 
 
-def _enter(tenant, user) -> HttpResponseRedirect:
-    token = handoff_token(user_id=user.pk, tenant_id=tenant.pk)
+def _enter(tenant, user, device=None) -> HttpResponseRedirect:
+    token = handoff_token(user_id=user.pk, tenant_id=tenant.pk,
+                          otp_device=device.persistent_id if device else None)
     return HttpResponseRedirect(tenant_url(tenant, f"/login/continue?token={token}"))
+
+
+def _public_enter(request, user, form, device=None):
+    """After the password (and the code, when the user has two-factor authentication):
+    (response, organisation choices); neither when the form got an error."""
+    memberships = list(memberships_of(user))
+    if len(memberships) == 1:
+        return _enter(memberships[0].tenant, user, device), None
+    if not memberships and user.is_staff:
+        # Staff without a confirmed device are sent on to enrol by tenants.staff_otp.
+        login(request, user, backend=MODEL_BACKEND)
+        if device is not None:
+            otp_login(request, device)
+        return redirect("admin:index"), None
+    if not memberships:
+        form.add_error(None, "This account belongs to no organisation yet. Accept an "
+                             "invitation or sign up.")
+        return None, None
+    device_id = device.persistent_id if device else None
+    return None, [(m, tenant_url(m.tenant, "/login/continue?token=" + handoff_token(
+        user_id=user.pk, tenant_id=m.tenant_id, otp_device=device_id))) for m in memberships]
 
 
 # --- public domain ------------------------------------------------------------------------
@@ -63,23 +94,58 @@ def public_login(request):
         user = authenticate(request, email=form.cleaned_data["email"].strip(),
                             password=form.cleaned_data["password"])
         if user is None:
-            form.add_error(None, "Email or password is wrong.")
+            form.add_error(None, lockout_text() if is_locked_out(request)
+                           else "Email or password is wrong.")
+        elif two_factor_enabled(user):
+            pending_start(request, user)
+            return redirect("portal:public-login-verify")
         else:
-            memberships = list(memberships_of(user))
-            if len(memberships) == 1:
-                return _enter(memberships[0].tenant, user)
-            if not memberships and user.is_staff:
-                login(request, user)
-                return redirect("admin:index")
-            if not memberships:
-                form.add_error(None, "This account belongs to no organisation yet. Accept an "
-                                     "invitation or sign up.")
-            else:
-                choices = [(m, tenant_url(m.tenant, "/login/continue?token=" +
-                                          handoff_token(user_id=user.pk, tenant_id=m.tenant_id)))
-                           for m in memberships]
-    status = 400 if form.errors else 200
+            response, choices = _public_enter(request, user, form)
+            if response is not None:
+                return response
+    status = 429 if is_locked_out(request) else 400 if form.errors else 200
     return render(request, "portal/public_login.html", {"form": form, "choices": choices}, status=status)
+
+
+@require_http_methods(["GET", "POST"])
+def login_verify(request):
+    """The second step of signing in, on either domain, for users with two-factor
+    authentication: their password was right a moment ago in this session."""
+    login_page = "portal:public-login" if request.tenant.is_public else "portal:login"
+    user, next_url = pending_get(request)
+    if user is None:
+        messages.error(request, "Your sign-in expired or was not started here. Enter your "
+                                "email and password again.")
+        return redirect(login_page)
+    form = OtpForm(request.POST or None)
+    choices = None
+    if request.method == "POST" and form.is_valid():
+        device, locked = verify_code(request, form, user)
+        if locked:
+            pending_clear(request)
+        elif device is not None:
+            pending_clear(request)
+            if request.tenant.is_public:
+                response, choices = _public_enter(request, user, form, device)
+                if response is not None:
+                    return response
+            else:
+                return _tenant_enter(request, user, device, next_url)
+    status = 429 if is_locked_out(request) else 400 if form.errors else 200
+    return render(request, "portal/login_verify.html",
+                  {"form": form, "choices": choices, "login_page": login_page}, status=status)
+
+
+def _tenant_enter(request, user, device: Device, next_url: str):
+    if member_principal(request.tenant, user) is None:
+        messages.error(request, "This account is not a member of this organisation.")
+        return redirect("portal:login")
+    login(request, user, backend=MODEL_BACKEND)
+    otp_login(request, device)
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()},
+                                           require_https=request.is_secure()):
+        next_url = ""
+    return redirect(next_url or "portal:dashboard")
 
 
 # --- tenant domain ------------------------------------------------------------------------
@@ -95,19 +161,29 @@ class TenantLoginView(LoginView):
             raise Http404
         return super().dispatch(request, *args, **kwargs)
 
+    def form_valid(self, form):
+        user = form.get_user()
+        if two_factor_enabled(user):
+            pending_start(self.request, user, self.get_redirect_url())
+            return redirect("portal:login-verify")
+        return super().form_valid(form)
+
     def form_invalid(self, form):
         response = super().form_invalid(form)
-        response.status_code = 400
+        response.status_code = 429 if is_locked_out(self.request) else 400
         return response
 
 
 def login_continue(request):
-    user_id = handoff_redeem(request.GET.get("token", ""), tenant_id=request.tenant.pk)
-    user = User.objects.filter(pk=user_id, is_active=True).first() if user_id else None
+    claims = handoff_claims(request.GET.get("token", ""), tenant_id=request.tenant.pk)
+    user = User.objects.filter(pk=claims["u"], is_active=True).first() if claims else None
     if user is None:
         messages.error(request, "That sign-in link expired or was used. Sign in here.")
         return redirect("portal:login")
-    login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    login(request, user, backend=MODEL_BACKEND)
+    device = Device.from_persistent_id(claims["d"]) if claims.get("d") else None
+    if device is not None:
+        otp_login(request, device)  # refused by django-otp unless it is this user's
     return redirect("portal:dashboard")
 
 
@@ -151,7 +227,12 @@ def accept_invitation(request, token):
         except ValidationFailed as error:
             _apply_errors(form, error)
         else:
-            login(request, accepted.user, backend="django.contrib.auth.backends.ModelBackend")
+            if two_factor_enabled(accepted.user):
+                # The invitation link proves the mailbox, not the second factor.
+                messages.info(request, "Invitation accepted. Sign in with your password and "
+                                       "your two-factor code.")
+                return redirect("portal:login")
+            login(request, accepted.user, backend=MODEL_BACKEND)
             return redirect("portal:dashboard")
     return render(request, "portal/accept_invitation.html",
                   {"form": form, "membership": membership, "needs_password": needs_password},

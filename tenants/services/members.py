@@ -123,7 +123,7 @@ def invitation_accept(*, tenant, token: str, password: str | None) -> Membership
             user.set_password(password)
             user.save(update_fields=["password"])
         membership.accepted_at = clock.now(tenant)
-        membership.invite_token_hash = ""
+        membership.invite_token_hash = ""  # nosec B105 - clears a used token's hash; not a password
         membership.save(update_fields=["accepted_at", "invite_token_hash"])
         audit_record(action="member.joined", tenant=tenant, actor=user, target=membership,
                      after={"role": membership.role})

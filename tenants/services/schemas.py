@@ -45,7 +45,7 @@ def schemas_behind(schema_names: list[str], chunk: int = 200) -> list[str]:
         for start in range(0, len(schema_names), chunk):
             names = schema_names[start:start + chunk]
             union = " UNION ALL ".join(
-                f"SELECT %s, count(*) FROM {_quoted(name)}.django_migrations "
+                f"SELECT %s, count(*) FROM {_quoted(name)}.django_migrations "  # nosec B608 - schema names are quote_name()d; values are parameters
                 "WHERE app || '.' || name = ANY(%s)"
                 for name in names
             )
@@ -123,9 +123,9 @@ def schema_clone(source: str, target: str) -> None:
         )
         for (definition,) in cursor.fetchall():
             cursor.execute(retarget(definition))
-        cursor.execute(f"INSERT INTO {dst}.django_migrations SELECT * FROM {src}.django_migrations")
+        cursor.execute(f"INSERT INTO {dst}.django_migrations SELECT * FROM {src}.django_migrations")  # nosec B608 - schema names are quote_name()d
         cursor.execute(
-            f"SELECT setval(pg_get_serial_sequence('{dst}.django_migrations', 'id'), "
+            f"SELECT setval(pg_get_serial_sequence('{dst}.django_migrations', 'id'), "  # nosec B608 - schema names are quote_name()d
             f"(SELECT coalesce(max(id), 0) + 1 FROM {dst}.django_migrations), false)"
         )
     connection.set_schema_to_public()

@@ -19,7 +19,7 @@ from billing.services.collection import payment_method_attach, payment_record_ma
 from billing.services.invoices import invoice_draft, invoice_finalize, invoice_refund_to_balance
 from tenants.models import AuditEvent, User
 from tenants.services.clocks import tenant_clock_advance, tenant_clock_attach
-from tests.conftest import PASSWORD, PUBLIC_HOST, owner_principal
+from tests.conftest import PASSWORD, PUBLIC_HOST, owner_principal, staff_client
 
 
 def reverse(name, args=()):
@@ -31,9 +31,7 @@ def staff_user() -> User:
 
 
 def console_for(user) -> Client:
-    client = Client(HTTP_HOST=PUBLIC_HOST)
-    client.force_login(user)
-    return client
+    return staff_client(user)  # signed in and past two-factor authentication
 
 
 @pytest.fixture

@@ -4,12 +4,18 @@ import re
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.test import Client
 
 from billing.models import CryptoQuote, Invoice
 from billing.services.invoices import invoice_void
 
-from ..conftest import PUBLIC_HOST, api_client, assert_problem, make_key, portal_member, portal_user
+from ..conftest import (
+    api_client,
+    assert_problem,
+    make_key,
+    portal_member,
+    portal_user,
+    staff_client,
+)
 from .api_support import billing_state, client_as, open_invoice
 from .crypto_support import USDC, chain_fixture, quote_for_invoice  # noqa: F401 - fixture
 
@@ -139,8 +145,7 @@ def test_staff_see_quotes_and_transfers_with_explorer_links(alice, chain):
     chain.finalize()
     chain.scan(quote)
     staff = get_user_model().objects.create_superuser(email="root@aerolith.test", password="x-long-password-1")
-    client = Client(HTTP_HOST=PUBLIC_HOST)
-    client.force_login(staff)
+    client = staff_client(staff)
     listing = client.get("/admin/billing/cryptoquote/")
     assert listing.status_code == 200 and b"Settled" in listing.content
     detail = client.get(f"/admin/billing/cryptoquote/{quote.pk}/change/").content.decode()

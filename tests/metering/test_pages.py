@@ -8,7 +8,7 @@ from django.urls import reverse
 from aerolith import clock
 from metering.services.ingest import usage_ingest
 from tenants.models import User
-from tests.conftest import PASSWORD, PUBLIC_HOST, host_of
+from tests.conftest import PASSWORD, host_of, staff_client
 
 
 def _record(tenant, meter, quantity, event_id, at=None):
@@ -56,8 +56,7 @@ def test_usage_page_requires_sign_in(alice):
 def test_staff_console_shows_meters_and_a_tenants_usage_with_charts(alice):
     _record(alice, "compute_hours", 5, "console-1")
     staff = User.objects.create_superuser("ops@aerolith.test", PASSWORD)
-    console = Client(HTTP_HOST=PUBLIC_HOST)
-    console.force_login(staff)
+    console = staff_client(staff)
     assert console.get("/admin/metering/meter/").status_code == 200
     listing = console.get("/admin/metering/tenantusage/")
     assert listing.status_code == 200 and "alice" in listing.content.decode()
@@ -70,8 +69,7 @@ def test_staff_console_shows_meters_and_a_tenants_usage_with_charts(alice):
 @pytest.mark.django_db
 def test_staff_cannot_make_a_unique_count_meter_without_its_property(db):
     staff = User.objects.create_superuser("ops2@aerolith.test", PASSWORD)
-    console = Client(HTTP_HOST=PUBLIC_HOST)
-    console.force_login(staff)
+    console = staff_client(staff)
     response = console.post("/admin/metering/meter/add/", {
         "code": "active_users", "name": "Active users", "unit": "users",
         "aggregation": "unique_count", "unique_property": "", "unit_price_cents": "5",

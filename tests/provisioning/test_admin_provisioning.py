@@ -13,7 +13,7 @@ from django.urls import reverse as _reverse
 from aerolith import clock
 from provisioning.models import Cluster, Operation, ScalingEvent
 from tenants.models import AuditEvent, User
-from tests.conftest import PASSWORD, PUBLIC_HOST
+from tests.conftest import PASSWORD, PUBLIC_HOST, staff_client
 from tests.provisioning.api_support import enterprise, make_cluster, snapshot
 
 
@@ -28,9 +28,7 @@ def no_operations_run(monkeypatch):
 
 @pytest.fixture
 def console(db):
-    client = Client(HTTP_HOST=PUBLIC_HOST)
-    client.force_login(User.objects.create_superuser("ops@aerolith.test", PASSWORD))
-    return client
+    return staff_client(User.objects.create_superuser("ops@aerolith.test", PASSWORD))
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from django.test import Client
 from django.urls import reverse as _reverse
 
 from tenants.models import AuditEvent, TestClock, User
-from tests.conftest import PASSWORD, PUBLIC_HOST, host_of, make_key
+from tests.conftest import PASSWORD, PUBLIC_HOST, host_of, make_key, staff_client
 
 
 def reverse(name, args=()):
@@ -21,9 +21,7 @@ def staff(db):
 
 @pytest.fixture
 def console(staff):
-    client = Client(HTTP_HOST=PUBLIC_HOST)
-    client.force_login(staff)
-    return client
+    return staff_client(staff)
 
 
 def test_admin_requires_staff(db):

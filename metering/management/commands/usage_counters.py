@@ -32,7 +32,8 @@ class Command(BaseCommand):
                            help="Rebuild the counters of the organisations found adrift.")
 
     def handle(self, *args, action, tenant=None, repair=False, **options):
-        tenants = Tenant.objects.exclude(schema_name="public").filter(subscription__isnull=False)
+        tenants = Tenant.objects.exclude(schema_name="public").filter(subscription__isnull=False,
+                                                                      erased_at__isnull=True)
         if tenant is not None:
             tenants = tenants.filter(slug=tenant)
             if not tenants.exists():

@@ -17,9 +17,9 @@ from tenants.selectors import tenant_url
 from tenants.services.signup import tenant_signup
 
 STAFF_EMAIL = "staff@aerolith.localhost"
-STAFF_PASSWORD = "staff-demo-password"
+STAFF_PASSWORD = "staff-demo-password"  # nosec B105 - published demo login (README)
 OWNER_EMAIL = "owner@acme.test"
-OWNER_PASSWORD = "acme-demo-password"
+OWNER_PASSWORD = "acme-demo-password"  # nosec B105 - published demo login (README)
 # slug, name, plan, how long ago it signed up, its card, a card swapped in 20 days ago
 DEMO_TENANTS = [
     ("acme", "Acme Corp", "professional", relativedelta(months=4), "pm_card_visa", None),
@@ -103,7 +103,8 @@ class Command(BaseCommand):
                 "Aerolith Cloud is running:",
                 f"  Public site and signup : {tenant_url(public, '/')}",
                 f"  Staff console          : {tenant_url(public, '/admin/')}",
-                f"      login {STAFF_EMAIL} / {STAFF_PASSWORD}",
+                f"      login {STAFF_EMAIL} / {STAFF_PASSWORD} (first sign-in: enrol two-factor "
+                "authentication by scanning the QR code with an authenticator app)",
                 f"  Acme portal            : {tenant_url(acme, '/')}",
                 f"      login {OWNER_EMAIL} / {OWNER_PASSWORD}",
                 "  Also: globex (past due), umbrella (suspended), initech (trial), hooli "
@@ -111,6 +112,9 @@ class Command(BaseCommand):
                 "owner@<slug>.test / <slug>-demo-password",
                 f"  API documentation      : {tenant_url(public, '/api/docs/')}",
                 f"  Health                 : {tenant_url(public, '/readyz')}",
+                *([f"  Metrics (Prometheus)   : {tenant_url(public, '/metrics')}",
+                   f"      Authorization: Bearer {settings.AEROLITH_METRICS_TOKEN}"]
+                  if settings.AEROLITH_METRICS_TOKEN and settings.AEROLITH_TEST_MODE else []),
                 *([f"  SOL / USDC test wallet : {settings.AEROLITH_SOLANA_RPC_URL.rstrip('/')}/wallet",
                    f"  TRX / USDT test wallet : {settings.AEROLITH_TRONGRID_URL.rstrip('/')}/wallet"]
                   if settings.AEROLITH_TEST_MODE else []),

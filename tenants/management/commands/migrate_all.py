@@ -32,8 +32,9 @@ class Command(MigrateSchemasCommand):
         executor = GET_EXECUTOR_FUNCTION(codename=self.executor)(self.args, self.options)
         executor.run_migrations(tenants=[get_public_schema_name()])
         base_schema_migrate(verbosity=self.options["verbosity"])
+        # Erased tenants have no schema any more (tenants.services.erasure).
         tenants = list(Tenant.objects.exclude(schema_name=get_public_schema_name())
-                       .values_list("schema_name", flat=True))
+                       .filter(erased_at__isnull=True).values_list("schema_name", flat=True))
         # migrate_schemas spends ~50 ms a schema finding nothing to do; one query per 200
         # schemas tells which ones need the executor at all.
         behind = schemas_behind(tenants)
