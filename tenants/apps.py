@@ -7,4 +7,5 @@ class TenantsConfig(AppConfig):
 
     def ready(self):
         import aerolith.api.openapi  # noqa: F401  registers the API's security schemes
+
         from .webhooks import tasks  # noqa: F401  webhook tasks and the webhooks.attempt job

@@ -354,6 +354,8 @@ class SsoConfig(models.Model):
         return f"SSO via {self.issuer}"
 
 
-# Webhook endpoints and deliveries live in their own module (tenants/webhooks/); imported
+# Two-factor devices (tenants/otp_devices.py: keys sealed, recovery codes hashed) and
+# webhook endpoints and deliveries (tenants/webhooks/) live in their own modules; imported
 # here so that Django registers them with this app.
+from .otp_devices import RecoveryCode, RecoveryCodeDevice, TotpDevice  # noqa: E402,F401
 from .webhooks.models import WebhookDelivery, WebhookEndpoint  # noqa: E402,F401

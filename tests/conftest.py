@@ -122,10 +122,11 @@ def otp_verify(client, user):
     `user`, the way django_otp.login does after a right code: the user gets a confirmed
     authenticator device if they have none. Returns the device."""
     from django_otp import DEVICE_ID_SESSION_KEY
-    from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    device = (TOTPDevice.objects.filter(user=user, confirmed=True).first()
-              or TOTPDevice.objects.create(user=user, name="Test app", confirmed=True))
+    from tenants.models import TotpDevice
+
+    device = (TotpDevice.objects.filter(user=user, confirmed=True).first()
+              or TotpDevice.objects.create_for(user, name="Test app", confirmed=True))
     session = client.session
     session[DEVICE_ID_SESSION_KEY] = device.persistent_id
     session.save()

@@ -91,9 +91,10 @@ def test_signed_in_staff_may_scrape_customers_may_not(alice):
 
 def _verify_otp(client, user):
     from django_otp import DEVICE_ID_SESSION_KEY
-    from django_otp.plugins.otp_totp.models import TOTPDevice
 
-    device = TOTPDevice.objects.create(user=user, name="ops phone", confirmed=True)
+    from tenants.models import TotpDevice
+
+    device = TotpDevice.objects.create_for(user, name="ops phone", confirmed=True)
     session = client.session
     session[DEVICE_ID_SESSION_KEY] = device.persistent_id
     session.save()

@@ -107,11 +107,14 @@ def _operations(base_url: str):
 
     schema = schemathesis.openapi.from_wsgi("/api/schema/", application,
                                             headers={"Host": base_url.split("//")[1]})
+    only = os.environ.get("AEROLITH_FUZZ_ONLY")  # a path fragment, to rerun one failure
     for result in schema.get_all_operations():
         operation = result.ok()
         path = operation.path
         if not path.startswith("/api/v1/") or path in ("/api/v1/signup", "/api/v1/plans"):
             continue  # the public domain's operations
+        if only and only not in path:
+            continue
         if operation.method.upper() not in ("GET", "POST"):
             continue
         if (operation.method.upper(), path) in EXCLUDED:
@@ -142,7 +145,7 @@ def test_schemathesis_finds_no_server_error(fuzz_target):
             fuzz()
         except Unsatisfiable:
             continue
-        except Exception as error:  # noqa: BLE001 - collect every operation's failure
+        except (Exception, BaseExceptionGroup) as error:  # noqa: BLE001 - collect them all
             failures.append(f"{fuzzed[-1]}: {str(error)[:1500]}")
-    assert len(fuzzed) >= 25, fuzzed
+    assert len(fuzzed) >= (1 if os.environ.get("AEROLITH_FUZZ_ONLY") else 25), fuzzed
     assert not failures, "\n\n".join(failures)

@@ -36,10 +36,9 @@ SHARED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_celery_beat",
-    # Two-factor authentication (SPEC §8): TOTP devices and recovery codes, public schema.
+    # Two-factor authentication (SPEC §8): django-otp's login machinery; the devices are
+    # tenants' own (tenants/otp_devices.py: keys sealed, recovery codes hashed).
     "django_otp",
-    "django_otp.plugins.otp_totp",
-    "django_otp.plugins.otp_static",
     "axes",  # failed-login throttling; its records live in the public schema
 ]
 # Our apps hold both public and tenant-private models; aerolith.db_router decides per
@@ -198,6 +197,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_URLCONF": "aerolith.urls_schema",
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "aerolith.api.openapi.document_rate_limits"],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
     "ENUM_NAME_OVERRIDES": {"RoleEnum": "tenants.models.Role", "RegionEnum": "tenants.models.Region",

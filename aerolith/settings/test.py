@@ -3,6 +3,7 @@ from .base import *  # noqa: F401,F403
 
 AEROLITH_TEST_MODE = True
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+AEROLITH_RECOVERY_CODE_HASH = {"memory_cost": 64}  # Argon2id's floor: recovery codes fast too
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 CELERY_TASK_ALWAYS_EAGER = True
 CELERY_TASK_EAGER_PROPAGATES = True

@@ -1,6 +1,8 @@
-"""Two-factor authentication (SPEC §8) on django-otp's devices: one authenticator app
-(TOTPDevice) and one sheet of single-use recovery codes (StaticDevice) per user, both in the
-public schema because a person signs in to every organisation with the same factor.
+"""Two-factor authentication (SPEC §8) on django-otp's machinery with our own devices
+(tenants/otp_devices.py): one authenticator app (TotpDevice, its key sealed by the secret
+box) and one sheet of single-use recovery codes (RecoveryCodeDevice, kept as Argon2id
+digests) per user, both in the public schema because a person signs in to every
+organisation with the same factor.
 
 Required for staff before the admin opens (tenants/staff_otp.py), optional for customers.
 Codes are told apart by shape: six digits go to the authenticator app, eight letters and
@@ -8,16 +10,17 @@ digits (dashes and spaces ignored) to the recovery codes, so a mistyped app code
 counts against the recovery device's throttle. django-otp throttles each device itself: a
 wrong code doubles the wait before the next try (1, 2, 4 … seconds)."""
 import re
+import secrets
+from base64 import b32encode
 
 from django.db import transaction
 from django_otp.models import Device, VerifyNotAllowed
-from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from aerolith import clock
+from aerolith import clock, crypto
 from aerolith.errors import Conflict, ValidationFailed
 
-from ..models import Tenant, User
+from ..models import RecoveryCode, RecoveryCodeDevice, Tenant, TotpDevice, User
+from ..otp_devices import totp_key_context
 from .audit import audit_record
 
 RECOVERY_CODE_COUNT = 10
@@ -39,16 +42,16 @@ def normalize_code(raw) -> str:
 
 # --- reads --------------------------------------------------------------------------------
 
-def totp_device_of(user: User) -> TOTPDevice | None:
-    return TOTPDevice.objects.filter(user=user, confirmed=True).order_by("pk").first()
+def totp_device_of(user: User) -> TotpDevice | None:
+    return TotpDevice.objects.filter(user=user, confirmed=True).order_by("pk").first()
 
 
 def two_factor_enabled(user: User) -> bool:
-    return TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+    return TotpDevice.objects.filter(user=user, confirmed=True).exists()
 
 
 def recovery_codes_left(user: User) -> int:
-    return StaticToken.objects.filter(device__user=user, device__confirmed=True).count()
+    return RecoveryCode.objects.filter(device__user=user, device__confirmed=True).count()
 
 
 def format_recovery_code(code: str) -> str:
@@ -62,9 +65,9 @@ def otp_check(user: User, raw_code, *, field: str = "code") -> Device:
     device's throttle, so callers must not roll it back."""
     code = normalize_code(raw_code)
     if _TOTP_CODE.fullmatch(code):
-        devices = TOTPDevice.objects.filter(user=user, confirmed=True)
+        devices = TotpDevice.objects.filter(user=user, confirmed=True)
     elif _RECOVERY_CODE.fullmatch(code):
-        devices = StaticDevice.objects.filter(user=user, confirmed=True)
+        devices = RecoveryCodeDevice.objects.filter(user=user, confirmed=True)
     else:
         raise _code_error("otp_malformed", CODE_HELP, field)
     for device in devices:
@@ -84,19 +87,27 @@ def otp_check(user: User, raw_code, *, field: str = "code") -> Device:
 
 # --- writes -------------------------------------------------------------------------------
 
+def _random_recovery_code() -> str:
+    return b32encode(secrets.token_bytes(5)).decode().lower()  # 8 characters, 40 bits
+
+
 def _recovery_codes_replace(user: User) -> list[str]:
-    StaticDevice.objects.filter(user=user).delete()
-    device = StaticDevice.objects.create(user=user, name=RECOVERY_NAME, confirmed=True)
+    """A new sheet; only the codes' digests are stored, so this is the one time they exist
+    in clear."""
+    RecoveryCodeDevice.objects.filter(user=user).delete()
+    device = RecoveryCodeDevice.objects.create(user=user, name=RECOVERY_NAME, confirmed=True,
+                                               salt=RecoveryCodeDevice.new_salt())
     codes = []
     while len(codes) < RECOVERY_CODE_COUNT:
-        code = StaticToken.random_token()
+        code = _random_recovery_code()
         if code not in codes:
             codes.append(code)
-    StaticToken.objects.bulk_create(StaticToken(device=device, token=code) for code in codes)
+    RecoveryCode.objects.bulk_create(RecoveryCode(device=device, digest=device.digest(code))
+                                     for code in codes)
     return codes
 
 
-def totp_enrolment(user: User) -> TOTPDevice:
+def totp_enrolment(user: User) -> TotpDevice:
     """The pending (unconfirmed) authenticator device whose secret the enrolment page
     shows; the same one on every visit until it is confirmed, so a reload does not
     invalidate a QR code already scanned."""
@@ -106,18 +117,18 @@ def totp_enrolment(user: User) -> TOTPDevice:
                        code="two_factor_enabled")
     with transaction.atomic():
         User.objects.select_for_update().filter(pk=user.pk).values_list("pk").get()
-        device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
+        device = TotpDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
         if device is None:
-            device = TOTPDevice.objects.create(user=user, name=TOTP_NAME, confirmed=False)
+            device = TotpDevice.objects.create_for(user, name=TOTP_NAME, confirmed=False)
     return device
 
 
-def totp_enrol_confirm(*, user: User, code, tenant: Tenant | None = None) -> tuple[TOTPDevice, list[str]]:
+def totp_enrol_confirm(*, user: User, code, tenant: Tenant | None = None) -> tuple[TotpDevice, list[str]]:
     """Turn two-factor authentication on with the first code from the app: the pending
     device becomes confirmed and a new sheet of recovery codes is made and returned — the
     only time they can be read. Raises Conflict (already on, or nothing pending) or
     ValidationFailed (the code)."""
-    device = TOTPDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
+    device = TotpDevice.objects.filter(user=user, confirmed=False).order_by("pk").first()
     if two_factor_enabled(user):
         raise Conflict("Two-factor authentication is already on for this account.",
                        code="two_factor_enabled")
@@ -134,13 +145,13 @@ def totp_enrol_confirm(*, user: User, code, tenant: Tenant | None = None) -> tup
         raise _code_error("otp_invalid", "That code does not match. Check that your phone's "
                           "clock is right and enter the code the app shows now.")
     with transaction.atomic():
-        locked = TOTPDevice.objects.select_for_update().get(pk=device.pk)
+        locked = TotpDevice.objects.select_for_update().get(pk=device.pk)
         if locked.confirmed or two_factor_enabled(user):
             raise Conflict("Two-factor authentication is already on for this account.",
                            code="two_factor_enabled")
         locked.confirmed = True
         locked.save(update_fields=["confirmed"])
-        TOTPDevice.objects.filter(user=user, confirmed=False).delete()
+        TotpDevice.objects.filter(user=user, confirmed=False).delete()
         codes = _recovery_codes_replace(user)
         audit_record(action="two_factor.enabled", tenant=tenant, actor=user, target=user,
                      after={"recovery_codes": len(codes)})
@@ -171,6 +182,26 @@ def two_factor_disable(*, user: User, tenant: Tenant | None = None) -> None:
         if not two_factor_enabled(user):
             raise Conflict("Two-factor authentication is already off for this account.",
                            code="two_factor_disabled")
-        TOTPDevice.objects.filter(user=user).delete()
-        StaticDevice.objects.filter(user=user).delete()
+        TotpDevice.objects.filter(user=user).delete()
+        RecoveryCodeDevice.objects.filter(user=user).delete()
         audit_record(action="two_factor.disabled", tenant=tenant, actor=user, target=user)
+
+
+def totp_keys_reseal(*, actor="cli") -> int:
+    """Re-seal every authenticator key that is not under the newest secret-box key (after
+    a key was added in front of AEROLITH_SECRET_KEYS), so the old key can then be retired.
+    Each row is locked while it changes; returns how many were re-sealed; safe to run twice.
+    A key no listed secret-box key opens raises SecretDecryptionFailed and nothing changes."""
+    resealed = 0
+    with transaction.atomic():
+        for device in TotpDevice.objects.select_for_update().order_by("pk"):
+            if not crypto.needs_rotation(device.key_sealed):
+                continue
+            device.key_sealed = crypto.rotate(device.key_sealed,
+                                              context=totp_key_context(device.user_id))
+            device.save(update_fields=["key_sealed"])
+            resealed += 1
+        if resealed:
+            audit_record(action="two_factor.keys_resealed", actor=actor,
+                         after={"count": resealed, "key_id": crypto.keys()[0].key_id})
+    return resealed

@@ -8,10 +8,8 @@ import pytest
 from django.test import Client, override_settings
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.oath import totp
-from django_otp.plugins.otp_static.models import StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from tenants.models import AuditEvent, User
+from tenants.models import AuditEvent, RecoveryCode, RecoveryCodeDevice, TotpDevice, User
 from tenants.services import two_factor
 from tests.conftest import (
     PASSWORD,
@@ -34,7 +32,7 @@ def code_for(device, steps_ahead: int = 0) -> str:
     return f"{totp(device.bin_key, device.step, device.t0, device.digits, device.drift + steps_ahead):06d}"
 
 
-def enable(user) -> tuple[TOTPDevice, list[str]]:
+def enable(user) -> tuple[TotpDevice, list[str]]:
     device = two_factor.totp_enrolment(user)
     return two_factor.totp_enrol_confirm(user=user, code=code_for(device))
 
@@ -75,12 +73,12 @@ def test_staff_enrol_with_a_real_code_then_the_admin_opens():
     assert client.get("/admin/")["Location"] == "/staff/two-factor/setup?next=%2Fadmin%2F"
     page = client.get("/staff/two-factor/setup?next=/admin/")
     html = page.content.decode()
-    device = TOTPDevice.objects.get(user=user, confirmed=False)
+    device = TotpDevice.objects.get(user=user, confirmed=False)
     assert page.status_code == 200 and 'src="data:image/svg+xml' in html
     secret = b32encode(device.bin_key).decode()
     assert " ".join(secret[i:i + 4] for i in range(0, len(secret), 4)) in html
     assert client.get("/staff/two-factor/setup").status_code == 200
-    assert TOTPDevice.objects.filter(user=user).count() == 1  # same secret on reload
+    assert TotpDevice.objects.filter(user=user).count() == 1  # same secret on reload
 
     wrong = client.post("/staff/two-factor/setup?next=/admin/", {"code": "000000"})
     assert wrong.status_code == 400 and "does not match" in wrong.content.decode()
@@ -176,7 +174,7 @@ def test_staff_forms_refuse_malformed_codes(code):
     client.force_login(user)
     enrol = client.post("/staff/two-factor/setup", {"code": code})
     assert enrol.status_code == 400
-    assert not TOTPDevice.objects.filter(user=user, confirmed=True).exists()
+    assert not TotpDevice.objects.filter(user=user, confirmed=True).exists()
     enable(user)
     verify = client.post("/staff/two-factor", {"code": code})
     assert verify.status_code == 400 and client.get("/admin/").status_code == 302
@@ -242,10 +240,10 @@ def test_an_invitation_does_not_skip_the_second_factor(alice, bob):
 
 # --- customers: /security -----------------------------------------------------------------
 
-def _enrol_on_page(client, user) -> tuple[TOTPDevice, list[str]]:
+def _enrol_on_page(client, user) -> tuple[TotpDevice, list[str]]:
     page = client.get("/security/two-factor")
     assert page.status_code == 200 and 'src="data:image/svg+xml' in page.content.decode()
-    device = TOTPDevice.objects.get(user=user, confirmed=False)
+    device = TotpDevice.objects.get(user=user, confirmed=False)
     done = client.post("/security/two-factor", {"code": code_for(device)})
     assert done.status_code == 200, done.content
     return device, [c.replace("-", "") for c in CODE_RE.findall(done.content.decode())]
@@ -282,7 +280,9 @@ def test_regenerating_recovery_codes_needs_the_password_or_a_code(alice):
     fresh = client.post("/security/recovery-codes", {"password": PASSWORD})
     new_codes = [c.replace("-", "") for c in CODE_RE.findall(fresh.content.decode())]
     assert fresh.status_code == 200 and len(new_codes) == 10 and not set(new_codes) & set(codes)
-    assert not StaticToken.objects.filter(token__in=codes).exists()  # the old sheet is gone
+    sheet = RecoveryCodeDevice.objects.get(user=owner())  # the old sheet is gone
+    assert not sheet.codes.filter(digest__in=[sheet.digest(c) for c in codes]).exists()
+    assert RecoveryCode.objects.filter(device__user=owner()).count() == 10
     assert two_factor.otp_check(owner(), new_codes[0])
     assert AuditEvent.objects.filter(action="two_factor.recovery_codes_regenerated").exists()
 
@@ -333,7 +333,7 @@ def test_security_pages_need_a_signed_in_member_of_this_organisation(alice, bob,
         assert on_alice("charlie").get(path).status_code == 404
     for path in ["/security/recovery-codes", "/security/two-factor/disable"]:
         assert on_alice("charlie").post(path, {"password": PASSWORD}).status_code == 404
-    assert not TOTPDevice.objects.filter(user__email__in=["owner@bob.test",
+    assert not TotpDevice.objects.filter(user__email__in=["owner@bob.test",
                                                           "owner@charlie.test"]).exists()
     assert browser().get("/security").status_code == 404  # not on the public domain
 
