@@ -11,13 +11,14 @@ import hashlib
 import ipaddress
 import json
 import secrets
-import socket
 from dataclasses import dataclass
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 import jwt
 from django.conf import settings
+
+from .webhooks.targets import TargetRefused, address_allowed, resolve_checked
 
 TIMEOUT = httpx.Timeout(5.0)
 MAX_BODY = 256 * 1024  # discovery, JWKS and token answers are a few kilobytes
@@ -60,33 +61,34 @@ def same(a: str, b: str) -> bool:
 
 
 def check_url(url: str, *, what: str) -> str:
-    """Refuse URLs the server must not fetch: anything but https, except loopback http in
-    test mode (the local fake provider); and, outside test mode, hosts that resolve to a
-    private, loopback or link-local address, so an owner cannot point the server at the
-    internal network."""
+    """Refuse URLs the server must not fetch: anything but https (loopback http is allowed
+    in test mode, for the local fake provider), credentials in the URL, and IP literals
+    that are not public. Names are checked again when connecting (`_send`)."""
     try:
         parts = urlsplit(url)
-        host = parts.hostname or ""
+        host = (parts.hostname or "").rstrip(".")
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError:
         raise OidcError(f"The {what} ({url[:200]}) is not a valid URL.", code="bad_url") from None
     if not host or parts.scheme not in ("https", "http"):
         raise OidcError(f"The {what} must be an https:// URL.", code="bad_url")
-    test_mode = getattr(settings, "AEROLITH_TEST_MODE", False)
+    if parts.username is not None or parts.password is not None:
+        raise OidcError(f"The {what} must not contain credentials.", code="bad_url")
+    test_mode = _test_mode()
     if parts.scheme == "http" and not (test_mode and _is_loopback_name(host)):
         raise OidcError(f"The {what} must use https:// (got {url[:200]}).", code="https_required")
-    if not test_mode:
-        try:
-            infos = socket.getaddrinfo(host, parts.port or 443, proto=socket.IPPROTO_TCP)
-        except OSError:
-            raise OidcError(f"The host of the {what} ({host}) does not resolve. Check the "
-                            "address.", code="issuer_unreachable") from None
-        for info in infos:
-            address = ipaddress.ip_address(info[4][0])
-            if not address.is_global:
-                raise OidcError(f"The {what} points at a private address ({address}); use the "
-                                "provider's public address.", code="bad_url")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None and not address_allowed(address, test_mode=test_mode):
+        raise OidcError(f"The {what} points at a private address ({address}); use the "
+                        "provider's public address.", code="bad_url")
     return url
+
+
+def _test_mode() -> bool:
+    return bool(getattr(settings, "AEROLITH_TEST_MODE", False))
 
 
 def _is_loopback_name(host: str) -> bool:
@@ -98,25 +100,51 @@ def _is_loopback_name(host: str) -> bool:
         return False
 
 
-def _get_json(url: str, *, what: str) -> dict:
+def _send(method: str, url: str, *, what: str, **kwargs) -> tuple[int, bytes]:
+    """One request to a provider URL the owner chose. Like webhook deliveries (SSRF): the
+    name is resolved once, every address must be public (loopback too in test mode), and
+    the connection goes to that checked address with the original Host header and TLS name,
+    so DNS cannot be re-pointed between check and connect. No redirects, no proxies from
+    the environment, at most MAX_BODY bytes read."""
     check_url(url, what=what)
+    parts = urlsplit(url)
+    host = parts.hostname or ""
     try:
-        with httpx.Client(timeout=TIMEOUT, follow_redirects=False) as client:
-            response = client.get(url, headers={"Accept": "application/json"})
+        address = resolve_checked(host, parts.port or (443 if parts.scheme == "https" else 80),
+                                  test_mode=_test_mode())
+    except TargetRefused as refused:
+        raise OidcError(f"Could not use the {what}: {refused}", code="issuer_unreachable") from None
+    literal = f"[{address}]" if ":" in address else address
+    netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+    target = urlunsplit(parts._replace(netloc=netloc))
+    headers = {**kwargs.pop("headers", {}), "Host": parts.netloc.rsplit("@", 1)[-1],
+               "Accept": "application/json"}
+    try:
+        with httpx.Client(timeout=TIMEOUT, follow_redirects=False, trust_env=False) as client:
+            with client.stream(method, target, headers=headers,
+                               extensions={"sni_hostname": host}, **kwargs) as response:
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > MAX_BODY:
+                        raise OidcError(f"The {what} answer is too large.", code="issuer_invalid")
     except httpx.HTTPError:
         raise OidcError(f"Could not reach the {what} at {url[:200]}. Check the address and that "
                         "the provider is up.", code="issuer_unreachable") from None
-    if response.status_code != 200:
-        raise OidcError(f"The {what} at {url[:200]} answered HTTP {response.status_code}, not "
-                        "the expected JSON document.", code="issuer_invalid")
-    return _json_body(response, what=what)
+    return response.status_code, bytes(body)
 
 
-def _json_body(response: httpx.Response, *, what: str) -> dict:
-    if len(response.content) > MAX_BODY:
-        raise OidcError(f"The {what} answer is too large.", code="issuer_invalid")
+def _get_json(url: str, *, what: str) -> dict:
+    status, content = _send("GET", url, what=what)
+    if status != 200:
+        raise OidcError(f"The {what} at {url[:200]} answered HTTP {status}, not the expected "
+                        "JSON document.", code="issuer_invalid")
+    return _json_body(content, what=what)
+
+
+def _json_body(content: bytes, *, what: str) -> dict:
     try:
-        body = json.loads(response.content)
+        body = json.loads(content)
     except ValueError:
         raise OidcError(f"The {what} did not answer JSON.", code="issuer_invalid") from None
     if not isinstance(body, dict):
@@ -131,7 +159,7 @@ def discover(issuer: str) -> dict:
     issuer = issuer.rstrip("/")
     url = f"{issuer}/.well-known/openid-configuration"
     metadata = _get_json(url, what="provider's discovery document")
-    if metadata.get("issuer", "").rstrip("/") != issuer:
+    if str(metadata.get("issuer") or "").rstrip("/") != issuer:
         raise OidcError(f"The discovery document names the issuer {str(metadata.get('issuer'))[:200]!r}, "
                         f"not {issuer!r}. Enter the issuer exactly as the provider states it.",
                         code="issuer_invalid")
@@ -142,19 +170,29 @@ def discover(issuer: str) -> dict:
             raise OidcError(f"The discovery document has no {name}; this is not an OpenID "
                             "Connect provider.", code="issuer_invalid")
         kept[name] = check_url(value, what=name.replace("_", " "))
-    algorithms = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
+    algorithms = _names(metadata, "id_token_signing_alg_values_supported", ["RS256"])
     if "RS256" not in algorithms:
         raise OidcError("The provider does not sign ID tokens with RS256, which Aerolith needs.",
                         code="issuer_invalid")
-    methods = metadata.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
+    # The spec's default when the provider says nothing is client_secret_basic.
+    methods = _names(metadata, "token_endpoint_auth_methods_supported", ["client_secret_basic"])
     if "client_secret_post" in methods:
-        kept["token_auth"] = "client_secret_post"
+        kept["token_auth"] = "client_secret_post"  # nosec B105 - an OAuth auth method name, not a secret
     elif "client_secret_basic" in methods:
-        kept["token_auth"] = "client_secret_basic"
+        kept["token_auth"] = "client_secret_basic"  # nosec B105 - an OAuth auth method name, not a secret
     else:
         raise OidcError("The provider supports neither client_secret_post nor "
                         "client_secret_basic at its token endpoint.", code="issuer_invalid")
     return kept
+
+
+def _names(metadata: dict, key: str, default: list[str]) -> list[str]:
+    value = metadata.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, list):
+        raise OidcError(f"The discovery document's {key} is not a list.", code="issuer_invalid")
+    return [v for v in value if isinstance(v, str)]
 
 
 def authorization_url(discovery: dict, *, client_id: str, redirect_uri: str, flow: Flow) -> str:
@@ -170,7 +208,6 @@ def authorization_url(discovery: dict, *, client_id: str, redirect_uri: str, flo
 def exchange_code(discovery: dict, *, client_id: str, client_secret: str, code: str,
                   redirect_uri: str, flow: Flow) -> str:
     """The ID token (compact JWT) the token endpoint gives for `code`."""
-    url = check_url(discovery["token_endpoint"], what="token endpoint")
     form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
             "code_verifier": flow.verifier}
     auth = None
@@ -179,14 +216,16 @@ def exchange_code(discovery: dict, *, client_id: str, client_secret: str, code: 
     else:
         form.update(client_id=client_id, client_secret=client_secret)
     try:
-        with httpx.Client(timeout=TIMEOUT, follow_redirects=False) as client:
-            response = client.post(url, data=form, auth=auth, headers={"Accept": "application/json"})
-    except httpx.HTTPError:
+        status, content = _send("POST", discovery["token_endpoint"], what="token endpoint",
+                                data=form, auth=auth)
+    except OidcError as error:
+        if error.code != "issuer_unreachable":
+            raise
         raise OidcError("Could not reach your identity provider's token endpoint. Try again in a "
                         "moment.", code="provider_unreachable") from None
-    body = _json_body(response, what="token endpoint") if response.content else {}
-    if response.status_code != 200:
-        error = str(body.get("error", f"HTTP {response.status_code}"))[:100]
+    body = _json_body(content, what="token endpoint") if content else {}
+    if status != 200:
+        error = str(body.get("error", f"HTTP {status}"))[:100]
         raise OidcError(f"Your identity provider refused the sign-in ({error}). Try again, or ask "
                         "your administrator to check the SSO settings.", code="token_refused")
     id_token = body.get("id_token")
@@ -204,7 +243,7 @@ def verify_id_token(id_token: str, discovery: dict, *, client_id: str, nonce: st
     try:
         header = jwt.get_unverified_header(id_token)
         keyset = jwt.PyJWKSet.from_dict(jwks)
-    except (jwt.PyJWTError, ValueError, TypeError, KeyError):
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError, AttributeError):
         raise OidcError("The sign-in token or the provider's keys could not be read.",
                         code="bad_token") from None
     keys = [k for k in keyset.keys if k.key_type == "RSA" and k.public_key_use in (None, "sig")]

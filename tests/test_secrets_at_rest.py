@@ -36,14 +36,16 @@ class Sealed:
         line of code would use."""
         raw = self.plaintext
         out = {raw, binascii.hexlify(raw), base64.b64encode(raw), base64.urlsafe_b64encode(raw),
-               base64.urlsafe_b64encode(raw).rstrip(b"=")}
+               base64.urlsafe_b64encode(raw).rstrip(b"="), base64.b32encode(raw).rstrip(b"=")}
         try:
             import base58
 
             out.add(base58.b58encode(raw))
         except ImportError:
             pass
-        return [form for form in out if len(form) >= 12]
+        # Short encodings could match by chance; the raw secret is checked at any length
+        # from 8 (recovery codes are 8 letters).
+        return [form for form in out if len(form) >= 12 or (form == raw and len(raw) >= 8)]
 
 
 def _dump() -> tuple[list[bytes], int]:
@@ -114,6 +116,26 @@ def _webhook_secret(tenant) -> Sealed | None:
                   secret_context(tenant.pk, endpoint.pk))
 
 
+def _two_factor_secrets(user) -> list[Sealed]:
+    """An authenticator key (sealed) and recovery codes (hashed), when two-factor
+    authentication with sealed devices is in this tree."""
+    try:
+        from django_otp.oath import TOTP
+
+        from tenants.otp_devices import totp_key_context
+        from tenants.services.two_factor import totp_enrol_confirm, totp_enrolment
+    except ImportError:
+        return []
+    device = totp_enrolment(user)
+    key = device.bin_key
+    device, codes = totp_enrol_confirm(user=user, code=f"{TOTP(key).token():06d}")
+    device.refresh_from_db()
+    return [Sealed("TOTP key", binascii.hexlify(key), device.key_sealed,
+                   totp_key_context(user.pk)),
+            Sealed("TOTP key (binary)", key, None),
+            *(Sealed("recovery code", code.encode(), None) for code in codes)]
+
+
 def _make_every_secret(alice, bob, shared_cluster) -> list[Sealed]:
     from billing.models import Plan, Subscription
     from billing.services.wallet import signing_key_generate, tron_xprv_import
@@ -151,6 +173,7 @@ def _make_every_secret(alice, bob, shared_cluster) -> list[Sealed]:
     for optional in (_webhook_secret(alice), _sso_secret(bob)):
         if optional is not None:
             found.append(optional)
+    found += _two_factor_secrets(owner_principal(alice).user)
     return found
 
 

@@ -81,7 +81,7 @@ def api_keys() -> list[dict]:
              "revoked_at": k.revoked_at} for k in ApiKey.objects.order_by("created_at", "id")]
 
 
-def databases(tenant: Tenant) -> list[dict]:
+def databases() -> list[dict]:
     """Run inside the tenant's schema. No password, sealed or not."""
     from provisioning.models import Cluster, Database
 
@@ -197,7 +197,7 @@ def archive_write(tenant: Tenant, fileobj) -> dict:
                                   m["joined_at"].isoformat() if m["joined_at"] else ""]
                                  for m in people)), len(people))
         with tenant_context(tenant):
-            keys, dbs = api_keys(), databases(tenant)
+            keys, dbs = api_keys(), databases()
         put("api_keys.json", _json(keys), len(keys))
         put("databases.json", _json(dbs), len(dbs))
         machines = clusters(tenant)

@@ -47,14 +47,6 @@ def export_path(export: DataExport) -> Path:
     return exports_dir() / f"{export.token}.zip"
 
 
-def _actor_user(actor):
-    from ..permissions import Principal
-
-    if isinstance(actor, Principal):
-        return actor.user
-    return actor if getattr(actor, "pk", None) and hasattr(actor, "email") else None
-
-
 def export_request(*, tenant: Tenant, actor) -> DataExport:
     """Record an export and have a worker build it after commit. Raises Conflict
     `export_in_progress` while another export of the tenant is pending or building."""
@@ -63,12 +55,12 @@ def export_request(*, tenant: Tenant, actor) -> DataExport:
     if tenant.erased_at is not None:
         raise Conflict("This organisation's data was erased; there is nothing to export.",
                        code="tenant_erased")
-    _, label = _actor(actor)
+    user, label = _actor(actor)
     now = clock.wall_now()
     try:
         with transaction.atomic():
             export = DataExport.objects.create(
-                tenant=tenant, requested_by=_actor_user(actor), requested_by_label=label[:200],
+                tenant=tenant, requested_by=user, requested_by_label=label[:200],
                 token=secrets.token_urlsafe(32), created_at=now,
                 expires_at=now + timedelta(days=settings.AEROLITH_EXPORT_TTL_DAYS))
             audit_record(action="export.requested", tenant=tenant, actor=actor, target=export)
@@ -88,8 +80,9 @@ def _enqueue(export_id: int) -> None:
 
 def export_build(export_id: int) -> DataExport | None:
     """Build the archive of a pending export; safe to run twice (a ready export is left as
-    it is). A failure marks the export failed with a reason and removes the partial file,
-    so the owner can ask again."""
+    it is, one left `building` by a worker that died is built again when Celery redelivers
+    the task — acks late). A failure marks the export failed with a reason and removes the
+    partial file, so the owner can ask again."""
     with transaction.atomic():
         export = (DataExport.objects.select_for_update().select_related("tenant")
                   .filter(pk=export_id).first())

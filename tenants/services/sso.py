@@ -253,7 +253,7 @@ def sso_sign_in(*, tenant: Tenant, config: SsoConfig, claims: dict) -> User:
         if membership.accepted_at is None:
             # The provider vouches for the address, as the invitation link would.
             membership.accepted_at = now
-            membership.invite_token_hash = ""
+            membership.invite_token_hash = ""  # nosec B105 - clears a used token's hash; not a password
             membership.save(update_fields=["accepted_at", "invite_token_hash"])
             audit_record(action="member.joined", tenant=tenant, actor=user, target=membership,
                          after={"role": membership.role, "via": "sso"})

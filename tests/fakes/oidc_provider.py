@@ -14,7 +14,8 @@ the public half as a JWKS, as Okta, Entra ID or Keycloak do. Served:
 
 Knobs for negative tests: `claim_overrides` (merged into the next ID tokens, e.g. a
 wrong `aud` or a past `exp`), `sign_with` (another private key, same kid: a forged
-signature), `error`, `discovery_overrides`, `auth_methods`.
+signature), `error`, `discovery_overrides`, `jwks_override`, `kid` (the published key's
+id), `auth_methods`.
 """
 import base64
 import hashlib
@@ -49,6 +50,8 @@ class OidcProvider:
         self.claim_overrides: dict = {}
         self.error: str | None = None
         self.discovery_overrides: dict = {}
+        self.jwks_override = None  # any JSON value served at /jwks instead of the key
+        self.kid = KID
         self.codes: dict[str, dict] = {}
         self.access_tokens: dict[str, dict] = {}
         self.token_requests: list[dict] = []
@@ -59,7 +62,7 @@ class OidcProvider:
             def log_message(self, *args):
                 pass
 
-            def _json(self, status: int, body: dict, headers=None):
+            def _json(self, status: int, body, headers=None):
                 data = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -82,6 +85,8 @@ class OidcProvider:
                 if url.path == "/.well-known/openid-configuration":
                     return self._json(200, provider.discovery())
                 if url.path == "/jwks":
+                    if provider.jwks_override is not None:
+                        return self._json(200, provider.jwks_override)
                     return self._json(200, provider.jwks())
                 if url.path == "/authorize":
                     status, answer = provider.authorize(query)
@@ -142,7 +147,7 @@ class OidcProvider:
 
     def jwks(self) -> dict:
         jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
-        return {"keys": [{**jwk, "kid": KID, "use": "sig", "alg": "RS256"}]}
+        return {"keys": [{**jwk, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
 
     def authorize(self, query: dict) -> tuple[int, object]:
         # Unknown clients and bad requests get an error page, never a redirect (RFC 6749 §4.1.2.1).

@@ -95,7 +95,7 @@ def test_the_owner_gets_a_zip_of_the_organisations_data_once(
     detail = client.get(f"/api/v1/exports/{created['id']}").json()
     assert detail["status"] == "ready" and detail["size_bytes"] > 0 and len(detail["sha256"]) == 64
     assert detail["download_url"].endswith(f"/api/v1/exports/{created['id']}/download")
-    assert [e["id"] for e in client.get("/api/v1/exports").json()] == [created["id"]]
+    assert [e["id"] for e in client.get("/api/v1/exports").json()["results"]] == [created["id"]]
 
     response = _download(client, created["id"], django_capture_on_commit_callbacks)
     assert response.status_code == 200
@@ -212,8 +212,8 @@ def test_other_organisations_get_nothing(alice, bob, charlie, django_capture_on_
         on_bob = api_client("bob", credential)
         for path in (f"/api/v1/exports/{export_id}", f"/api/v1/exports/{export_id}/download"):
             assert_problem(on_bob.get(path), 404)
-        assert on_bob.get("/api/v1/exports").json() == []
-    assert _owner("charlie").get("/api/v1/exports").json() == []
+        assert on_bob.get("/api/v1/exports").json()["results"] == []
+    assert _owner("charlie").get("/api/v1/exports").json()["results"] == []
     assert DataExport.objects.get(pk=export_id).status == "ready"
     assert not DataExport.objects.filter(tenant__in=[bob, charlie]).exists()
 
@@ -223,6 +223,13 @@ def test_other_organisations_get_nothing(alice, bob, charlie, django_capture_on_
                                   "/api/v1/exports/0/download", "/api/v1/exports/%00/download"])
 def test_bad_ids_are_404_problems(alice, path):
     assert_problem(_owner("alice").get(path), 404)
+
+
+@pytest.mark.parametrize("query, field", [("limit=0", "limit"), ("limit=x", "limit"),
+                                          ("cursor=bogus", "cursor")])
+def test_bad_paging_is_a_400_problem(alice, query, field):
+    body = assert_problem(_owner("alice").get(f"/api/v1/exports?{query}"), 400)
+    assert [e["field"] for e in body["errors"]] == [field]
 
 
 def test_an_export_works_while_suspended_or_cancelled(alice, django_capture_on_commit_callbacks):

@@ -519,3 +519,35 @@ def test_outside_test_mode_the_server_fetches_only_public_https_addresses(settin
     with pytest.raises(oidc.OidcError) as refused_url:
         oidc.check_url(url, what="issuer")
     assert text in refused_url.value.detail
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("knob, text", [
+    ({"jwks_override": {"keys": "not-a-list"}}, "could not be read"),
+    ({"jwks_override": ["a", "list"]}, "did not answer a JSON object"),
+    ({"jwks_override": {"keys": []}}, "could not be read"),
+    ({"kid": "rotated-away"}, "does not publish"),
+    ({"claim_overrides": {"sub": None}}, "is not valid"),
+])
+def test_hostile_provider_answers_at_sign_in_are_refused(alice, alice_sso, provider, knob, text):
+    for name, value in knob.items():
+        setattr(provider, name, value)
+    client = browser(alice)
+    refused(round_trip(client, alice), text)
+    assert signed_in_as(client) is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("overrides, text", [
+    ({"issuer": 42}, "names the issuer"),
+    ({"id_token_signing_alg_values_supported": "RS256"}, "is not a list"),
+    ({"token_endpoint_auth_methods_supported": ["private_key_jwt"]}, "neither client_secret_post"),
+    ({"jwks_uri": None}, "has no jwks_uri"),
+    ({"token_endpoint": "http://10.0.0.7/token"}, "must use https://"),
+    ({"authorization_endpoint": "https://169.254.169.254/authorize"}, "private address"),
+])
+def test_hostile_discovery_documents_are_refused_on_save(alice, provider, overrides, text):
+    make_enterprise(alice)
+    provider.discovery_overrides = overrides
+    page = portal_user(alice).post("/security/sso", _form(provider))
+    assert page.status_code == 400 and text in page.content.decode(), page.content.decode()
