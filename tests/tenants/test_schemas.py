@@ -30,7 +30,8 @@ def _structure(schema: str) -> dict:
             "SELECT cl.relname, con.contype, pg_get_constraintdef(con.oid) FROM pg_constraint con "
             "JOIN pg_class cl ON cl.oid = con.conrelid JOIN pg_namespace n ON n.oid = cl.relnamespace "
             "WHERE n.nspname = %s ORDER BY 1, 2, 3", [schema])
-        constraints = cursor.fetchall()
+        # A foreign key between tenant tables names its schema (the search path is public).
+        constraints = [(t, k, d.replace(f"{schema}.", "S.")) for t, k, d in cursor.fetchall()]
         cursor.execute("SELECT tablename, indexdef FROM pg_indexes WHERE schemaname = %s ORDER BY 1, 2",
                        [schema])
         indexes = [(t, d.replace(f"{schema}.", "S.")) for t, d in cursor.fetchall()]
@@ -45,6 +46,19 @@ def _structure(schema: str) -> dict:
 def test_clone_has_the_same_structure_and_migration_state_as_the_base():
     schema_clone(BASE_SCHEMA, "clone_check")
     assert _structure("clone_check") == _structure(BASE_SCHEMA)
+
+
+@pytest.mark.django_db
+def test_foreign_keys_of_a_clone_point_into_the_clone():
+    schema_clone(BASE_SCHEMA, "clone_fk_check")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT con.confrelid::regclass::text FROM pg_constraint con "
+            "JOIN pg_namespace n ON n.oid = con.connamespace "
+            "WHERE n.nspname = 'clone_fk_check' AND con.contype = 'f'")
+        targets = [row[0] for row in cursor.fetchall()]
+    assert targets, "the tenant schema has foreign keys between its own tables"
+    assert all(t.startswith("clone_fk_check.") for t in targets), targets
 
 
 @pytest.mark.django_db
