@@ -138,10 +138,26 @@ def security(request):
     })
 
 
+def _signed_in_with_password(request) -> bool:
+    """Two-factor settings belong to the global account: a session opened through one
+    organisation's identity provider may not change them (that provider could otherwise
+    lock the person out of every other organisation)."""
+    from .sso import AUTH_METHOD_SESSION_KEY
+
+    if request.session.get(AUTH_METHOD_SESSION_KEY) != "sso":
+        return True
+    messages.error(request, "You signed in through your organisation's identity provider, "
+                            "which handles the second factor. To change two-factor settings "
+                            "of your Aerolith account, sign in with its password.")
+    return False
+
+
 @member_required()
 @require_http_methods(["GET", "POST"])
 def security_enrol(request):
     user = request.user
+    if not _signed_in_with_password(request):
+        return redirect("portal:security")
     if two_factor.two_factor_enabled(user):
         messages.info(request, "Two-factor authentication is already on.")
         return redirect("portal:security")
@@ -198,6 +214,8 @@ def _security_with_errors(request, form):
 @member_required()
 @require_POST
 def security_recovery_codes(request):
+    if not _signed_in_with_password(request):
+        return redirect("portal:security")
     form = ConfirmIdentityForm(request.POST)
     if not _confirmed(request, form):
         return _security_with_errors(request, form)
@@ -214,6 +232,8 @@ def security_recovery_codes(request):
 @member_required()
 @require_POST
 def security_disable(request):
+    if not _signed_in_with_password(request):
+        return redirect("portal:security")
     form = ConfirmIdentityForm(request.POST)
     if not _confirmed(request, form):
         return _security_with_errors(request, form)

@@ -240,6 +240,15 @@ def sso_sign_in(*, tenant: Tenant, config: SsoConfig, claims: dict) -> User:
                              "not through an organisation's provider.", code="staff_account")
         membership = (Membership.objects.select_for_update()
                       .filter(tenant=tenant, user=user).first())
+        if membership is None and domain not in config.allowed_domains and user.has_usable_password():
+            # Users are global: a provider may only vouch for an existing account that is
+            # (or was invited to be) a member here, or whose domain the organisation
+            # claims. Otherwise any Enterprise tenant's provider could open sessions as
+            # anyone's account.
+            raise SsoRefused(
+                f"An Aerolith account for {email} exists already. Sign in with its password "
+                "and ask an owner or admin to invite it, or ask them to list your email "
+                "domain in the SSO settings.", code="account_exists")
         if membership is None:
             try:
                 with transaction.atomic():

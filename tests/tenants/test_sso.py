@@ -129,8 +129,23 @@ def test_existing_member_signs_in_with_their_role_unchanged(alice, alice_sso, pr
 
 
 @pytest.mark.django_db
-def test_a_user_of_another_organisation_joins_with_the_default_role(alice, bob, alice_sso,
-                                                                    provider):
+def test_an_existing_account_elsewhere_is_not_opened_by_this_provider(alice, bob, alice_sso,
+                                                                       provider):
+    """Users are global: alice's provider cannot vouch for bob's owner, who is no member
+    of alice and whose domain alice does not claim."""
+    provider.user.update(email="owner@bob.test")
+    client = browser(alice)
+    before = counts()
+    refused(round_trip(client, alice), "exists already", status=403)
+    assert signed_in_as(client) is None and counts() == before
+    assert not Membership.objects.filter(tenant=alice, user__email="owner@bob.test").exists()
+
+
+@pytest.mark.django_db
+def test_a_user_of_another_organisation_in_a_claimed_domain_joins_with_the_default_role(
+        alice, bob, provider):
+    make_enterprise(alice)
+    configure(alice, provider, allowed_domains=["bob.test", "example.com"])
     provider.user.update(email="owner@bob.test")
     client = browser(alice)
     round_trip(client, alice)
@@ -138,6 +153,22 @@ def test_a_user_of_another_organisation_joins_with_the_default_role(alice, bob, 
     assert Membership.objects.get(tenant=alice, user__email="owner@bob.test").role == "developer"
     assert Membership.objects.get(tenant=bob, user__email="owner@bob.test").role == "owner"
     assert User.objects.get(email="owner@bob.test").has_usable_password()
+
+
+@pytest.mark.django_db
+def test_a_session_opened_through_sso_cannot_change_two_factor_settings(alice, alice_sso):
+    from tenants.otp_devices import TotpDevice
+
+    client = browser(alice)
+    round_trip(client, alice)
+    user = User.objects.get(email="ada@example.com")
+    for url in ("/security/two-factor", "/security/recovery-codes",
+                "/security/two-factor/disable"):
+        response = client.post(url, {"code": "123456", "password": "x"})
+        assert response.status_code == 302, (url, response.status_code)
+    page = client.get("/security")
+    assert "identity provider" in page.content.decode()
+    assert not TotpDevice.objects.filter(user=user).exists()
 
 
 @pytest.mark.django_db
