@@ -155,6 +155,10 @@ def _axes_reset(request, django_db_blocker):
     yield
     if "_django_db_helper" not in request.fixturenames:
         return
+    from django.db import connection
+
+    if connection.in_atomic_block:
+        return  # the test's transaction is rolled back, attempts with it
     from axes.models import AccessAttempt
 
     with django_db_blocker.unblock():
