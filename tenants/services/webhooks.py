@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from aerolith import clock, crypto
 from aerolith.errors import Conflict, NotFound, ValidationFailed
 
+from ..models import Tenant
 from ..permissions import Action, Principal
 from ..webhooks.models import EVENT_TYPES, WebhookDelivery, WebhookEndpoint
 from ..webhooks.targets import TargetRefused, endpoint_url_check
@@ -199,3 +200,23 @@ def delivery_redeliver(*, principal: Principal, delivery_id: int) -> WebhookDeli
                      after={"state": delivery.state, "event_id": delivery.event_id,
                             "attempt": delivery.attempts + 1})
     return delivery
+
+
+def webhook_secrets_reseal(*, actor="cli") -> int:
+    """Endpoint secrets not under the newest secret-box key are sealed again, tenant by
+    tenant (rows locked while they change). Returns how many; safe to run twice."""
+    from django_tenants.utils import schema_context
+
+    resealed = 0
+    for tenant in Tenant.objects.exclude(schema_name="public").filter(erased_at__isnull=True):
+        with schema_context(tenant.schema_name), transaction.atomic():
+            for endpoint in WebhookEndpoint.objects.select_for_update().exclude(secret_sealed=""):
+                if crypto.needs_rotation(endpoint.secret_sealed):
+                    endpoint.secret_sealed = crypto.rotate(
+                        endpoint.secret_sealed, context=secret_context(tenant.pk, endpoint.pk))
+                    endpoint.save(update_fields=["secret_sealed"])
+                    resealed += 1
+    if resealed:
+        audit_record(action="webhooks.secrets_resealed", actor=actor,
+                     after={"count": resealed, "key_id": crypto.keys()[0].key_id})
+    return resealed
