@@ -16,6 +16,19 @@ PASSWORD = "a-long-test-password-42"
 PUBLIC_HOST = settings.AEROLITH_BASE_DOMAIN
 
 
+def child_database_url() -> str:
+    """A URL for the test database that a child process can use (a unix socket with the
+    embedded PostgreSQL, host and port otherwise)."""
+    from urllib.parse import quote
+
+    s = connection.settings_dict
+    socket_dir = (s.get("OPTIONS") or {}).get("host")
+    auth = s["USER"] + (f":{quote(s['PASSWORD'])}" if s.get("PASSWORD") else "")
+    if socket_dir:
+        return f"postgresql://{auth}@/{s['NAME']}?host={quote(socket_dir)}"
+    return f"postgresql://{auth}@{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}"
+
+
 def host_of(slug: str) -> str:
     return f"{slug}.{settings.AEROLITH_BASE_DOMAIN}"
 
@@ -169,18 +182,33 @@ def _axes_reset(request, django_db_blocker):
 # --- a real shared cluster (moved here from tests/provisioning/conftest.py so that tests
 # outside provisioning, e.g. the CLI's, can create databases) ----------------------------
 
+def server_tmpdir(prefix: str):
+    """A directory the PostgreSQL servers' own user can reach for as long as the test
+    needs it. Not under pytest's tmp_path: every new pytest session (another checkout's,
+    a helper's) resets /tmp/pytest-of-<user> to mode 0700, locking the servers out."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def clusters_dir(tmp_path_factory):
+def clusters_dir():
     import os
 
-    path = tmp_path_factory.mktemp("clusters")
-    previous = os.environ.get("AEROLITH_CLUSTERS_DIR")
-    os.environ["AEROLITH_CLUSTERS_DIR"] = str(path)
-    yield path
-    if previous is None:
-        os.environ.pop("AEROLITH_CLUSTERS_DIR", None)
-    else:
-        os.environ["AEROLITH_CLUSTERS_DIR"] = previous
+    for path in server_tmpdir("aerolith-test-clusters-"):
+        previous = os.environ.get("AEROLITH_CLUSTERS_DIR")
+        os.environ["AEROLITH_CLUSTERS_DIR"] = str(path)
+        yield path
+        if previous is None:
+            os.environ.pop("AEROLITH_CLUSTERS_DIR", None)
+        else:
+            os.environ["AEROLITH_CLUSTERS_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

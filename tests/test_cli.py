@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import pytest
@@ -28,19 +27,11 @@ from aerolith_cli.client import EXIT_API, EXIT_AUTH, Api, error_for, normalise_u
 from provisioning.models import Cluster, Operation, OperationState
 from tenants.models import Tenant
 from tenants.services.signup import tenant_signup
-from tests.conftest import PASSWORD, make_key
+from tests.conftest import PASSWORD, child_database_url, make_key
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.django_db
 FULL = ["read", "databases:write", "api_keys:write"]
-
-
-def _database_url() -> str:
-    s = connection.settings_dict
-    socket_dir = (s.get("OPTIONS") or {}).get("host")
-    if socket_dir:
-        return f"postgresql://{s['USER']}@/{s['NAME']}?host={quote(socket_dir)}"
-    return f"postgresql://{s['USER']}@{s.get('HOST') or ''}:{s.get('PORT') or 5432}/{s['NAME']}"
 
 
 def _free_port() -> int:
@@ -55,7 +46,7 @@ def port(shared_cluster, django_db_blocker, tmp_path_factory):
     port = _free_port()
     with django_db_blocker.unblock():
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.cli_server_settings",
-               "DATABASE_URL": _database_url(), "REDIS_URL": settings.REDIS_URL}
+               "DATABASE_URL": child_database_url(), "REDIS_URL": settings.REDIS_URL}
     log = tmp_path_factory.mktemp("gunicorn") / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 from django.conf import settings
@@ -15,19 +14,9 @@ from django.db import connection
 from django.test import Client
 
 from tenants.models import PooledSchema
-from tests.conftest import api_client, jwt_for
+from tests.conftest import api_client, child_database_url, jwt_for
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _database_url() -> str:
-    """A URL for the test database that a child process can use."""
-    s = connection.settings_dict
-    host = s.get("HOST") or ""
-    socket_dir = (s.get("OPTIONS") or {}).get("host")
-    if socket_dir:
-        return f"postgresql://{s['USER']}@/{s['NAME']}?host={quote(socket_dir)}"
-    return f"postgresql://{s['USER']}@{host}:{s.get('PORT') or 5432}/{s['NAME']}"
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +24,7 @@ def celery_worker_process(django_db_setup):
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "aerolith.settings.base",
-        "DATABASE_URL": _database_url(),
+        "DATABASE_URL": child_database_url(),
         "REDIS_URL": settings.REDIS_URL,
         "AEROLITH_SCHEMA_POOL_SIZE": "1",
         "AEROLITH_TEST_MODE": "1",

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from billing.models import Plan, Subscription
 from metering import ratelimits
@@ -222,12 +221,10 @@ print(json.dumps(out))
 
 
 def _admit_in_subprocess(tenant_id, plan_id, rate, subscription, n) -> list[str]:
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    from tests.conftest import child_database_url
+
     env = dict(os.environ, DJANGO_SETTINGS_MODULE=os.environ.get(
-        "DJANGO_SETTINGS_MODULE", "aerolith.settings.test"),
-               DATABASE_URL=f"postgresql://{auth}@{db['HOST'] or '127.0.0.1'}:"
-                            f"{db['PORT'] or 5432}/{db['NAME']}")
+        "DJANGO_SETTINGS_MODULE", "aerolith.settings.test"), DATABASE_URL=child_database_url())
     done = subprocess.run(
         [sys.executable, "-c", _SUBPROCESS, str(tenant_id), str(plan_id), str(rate),
          subscription.current_period_start.isoformat(),

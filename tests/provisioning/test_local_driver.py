@@ -23,6 +23,7 @@ from provisioning.drivers.base import (
     Step,
 )
 from provisioning.drivers.local import LocalDriver, plan_steps
+from tests.conftest import server_tmpdir
 
 from .drivers_support import converge
 
@@ -35,8 +36,12 @@ def spec(handle: str, nodes: int) -> ClusterSpec:
 
 
 @pytest.fixture
-def driver(tmp_path_factory):
-    root = tmp_path_factory.mktemp("clusters")
+def root():
+    yield from server_tmpdir("aerolith-test-local-")
+
+
+@pytest.fixture
+def driver(root):
     driver = LocalDriver(root)
     yield driver
     for cluster_dir in root.iterdir():
