@@ -2,8 +2,8 @@
 page's "Pay with …" buttons ask for a quote, whose page shows a QR code (segno, inline
 SVG: the Solana Pay request, or the Tron deposit address), the exact amount, the link
 (Solana), a countdown to expiry and a status that
-refreshes itself (a few lines of JavaScript fetching the status partial every 5 s; a
-meta refresh without JavaScript). Thin: parse, call one service, render."""
+refreshes itself (htmx polls the status partial every 3 s; a meta refresh without
+JavaScript). Thin: parse, call one service, render."""
 from urllib.parse import urlencode
 
 import segno
@@ -21,7 +21,7 @@ from tenants.portal.access import member_required
 from .portal import _invoice, _invoice_page, action_form, apply_errors
 from .services.crypto import CRYPTO_METHODS, quote_create, quote_for
 
-POLL_SECONDS = 5
+POLL_SECONDS = 3
 
 
 def _quote(request, quote_id: int):

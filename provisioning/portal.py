@@ -310,6 +310,18 @@ def cluster_detail(request, pk):
     return _cluster_page(request, _cluster(request, pk))
 
 
+@require_GET
+@member_required()
+def cluster_nodes(request, pk):
+    """The cluster page's nodes table and in-flight operation, alone: htmx polls it every
+    3 s while an operation runs (the fragment stops the polling once it has finished)."""
+    cluster = _cluster(request, pk)
+    return render(request, "portal/_cluster_nodes.html", {
+        "cluster": cluster, "nodes": cluster.nodes.all(),
+        "operation": operation_in_flight(cluster),
+    })
+
+
 @require_POST
 @member_required(Action.MANAGE_DATABASES)
 def cluster_policy(request, pk):
@@ -373,6 +385,7 @@ urlpatterns = [
     path("clusters", cluster_list, name="clusters"),
     path("clusters/new", cluster_new, name="cluster-new"),
     path("clusters/<int:pk>", cluster_detail, name="cluster"),
+    path("clusters/<int:pk>/nodes", cluster_nodes, name="cluster-nodes"),
     path("clusters/<int:pk>/policy", cluster_policy, name="cluster-policy"),
     path("clusters/<int:pk>/scale", cluster_scale_view, name="cluster-scale"),
     path("clusters/<int:pk>/delete", cluster_remove, name="cluster-delete"),

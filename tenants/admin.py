@@ -1,13 +1,18 @@
 """Staff console for tenants, people, keys, audit trail, test clocks and scheduled work."""
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db import transaction
+from django.db.models import BigIntegerField, Case, F, OuterRef, Subquery, Value, When
+from django.template.response import TemplateResponse
 from django.utils.html import format_html, format_html_join
 from django_tenants.utils import tenant_context
 
 from aerolith.admin import CappedPaginator, ReadOnlyAdmin
 from aerolith.errors import DomainError
+from aerolith.money import usd
 
 from .models import (
     ApiKey,
@@ -15,6 +20,7 @@ from .models import (
     Domain,
     Membership,
     PooledSchema,
+    Role,
     ScheduledJob,
     Tenant,
     TestClock,
@@ -42,28 +48,104 @@ class MembershipInline(admin.TabularInline):
     can_delete = False
 
 
+class ExtendTrialForm(forms.Form):
+    days = forms.IntegerField(label="Extend by (days)", min_value=1, max_value=90, initial=7,
+                              help_text="The trial end moves this many days later (1 to 90).")
+
+
+class ChangePlanForm(forms.Form):
+    plan = forms.ChoiceField(label="New plan")
+    when = forms.ChoiceField(label="When", choices=[
+        ("", "The default: upgrades now, downgrades at the period end"),
+        ("now", "Now (a downgrade credits the balance)"),
+        ("period_end", "At the end of the current period")], required=False)
+
+    def __init__(self, *args, **kwargs):
+        from billing.models import Plan
+
+        super().__init__(*args, **kwargs)
+        self.fields["plan"].choices = [
+            (code, f"{name} ({usd(price)}/month)") for code, name, price in
+            Plan.objects.filter(for_tenant__isnull=True, is_custom=False)
+            .order_by("sort_order", "price_cents").values_list("code", "name", "price_cents")]
+
+
+class TenantChangeList(ChangeList):
+    """The page's usage against allowances, read for all its rows at once."""
+
+    def get_results(self, request):
+        from .admin_overview import usage_peaks
+
+        super().get_results(request)
+        peaks = usage_peaks(self.result_list)
+        for tenant in self.result_list:
+            tenant.usage_peak = peaks.get(tenant.pk)
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "status", "plan", "region", "created_at"]
+    """Every tenant with its plan, status and MRR in one query per page (annotated, joined,
+    capped count), searchable by name, slug, domain and member email; the change view adds
+    the tenant's standing, usage, billing, clusters and audit trail around the form."""
+
+    list_display = ["name", "slug", "status", "plan", "mrr", "usage", "owner_email", "region",
+                    "created_at"]
     list_filter = ["status", "region", "subscription__plan"]
-    search_fields = ["name", "slug", "domains__domain"]
+    search_fields = ["name", "slug", "domains__domain", "memberships__user__email"]
     list_select_related = ["subscription__plan"]
     readonly_fields = ["slug", "schema_name", "status", "created_at", "portal_link", "api_keys",
                        "erasure_requested_at", "erased_at"]
     fields = ["name", "region", "slug", "schema_name", "status", "created_at", "portal_link", "api_keys",
               "erasure_requested_at", "erased_at"]
     inlines = [DomainInline, MembershipInline]
-    actions = ["attach_test_clock", "advance_one_day", "advance_thirty_days", "erase_data"]
+    actions = ["suspend", "reactivate", "extend_trial", "change_plan", "attach_test_clock",
+               "advance_one_day", "advance_thirty_days", "erase_data"]
     show_full_result_count = False
+    paginator = CappedPaginator
 
     def get_queryset(self, request):
-        return super().get_queryset(request).exclude(schema_name="public")
+        from billing.metrics import PAYING
+
+        owner = (Membership.objects.filter(tenant=OuterRef("pk"), role=Role.OWNER)
+                 .order_by("id").values("user__email")[:1])
+        return (super().get_queryset(request).exclude(schema_name="public")
+                .annotate(mrr_cents=Case(When(subscription__status__in=PAYING,
+                                              then=F("subscription__plan__price_cents")),
+                                         default=Value(0), output_field=BigIntegerField()),
+                          owner=Subquery(owner)))
+
+    def get_changelist(self, request, **kwargs):
+        return TenantChangeList
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        from .admin_overview import tenant_overview
+
+        tenant = self.get_object(request, object_id)
+        extra = tenant_overview(tenant) if tenant is not None else {}
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
 
     def has_add_permission(self, request):
         return False  # organisations are created by signup, which also makes their schema
 
     def has_delete_permission(self, request, obj=None):
         return False  # erasure is its own audited workflow
+
+    @admin.display(description="MRR", ordering="mrr_cents")
+    def mrr(self, obj):
+        return usd(obj.mrr_cents)
+
+    @admin.display(description="Usage (highest against its allowance)")
+    def usage(self, obj):
+        peak = getattr(obj, "usage_peak", None)
+        if peak is None:
+            return "—"
+        meter, percent = peak
+        state = "over" if percent > 100 else "near" if percent >= 80 else "ok"
+        return format_html('<span class="usage-{}">{}: {}%</span>', state, meter.name, f"{percent:.0f}")
+
+    @admin.display(description="Owner", ordering="owner")
+    def owner_email(self, obj):
+        return obj.owner or "—"
 
     @admin.display(ordering="subscription__plan__price_cents")
     def plan(self, obj):
@@ -100,6 +182,70 @@ class TenantAdmin(admin.ModelAdmin):
                 audit_record(action="tenant.updated_by_staff", tenant=obj, actor=request.user,
                              target=obj, before=before,
                              after={f: form.cleaned_data.get(f) for f in form.changed_data})
+
+    @admin.action(description="Suspend (databases refuse writes; owners are emailed)")
+    def suspend(self, request, queryset):
+        from billing.services.staff import staff_suspend
+
+        def suspend(tenant):
+            staff_suspend(tenant=tenant, actor=request.user)
+            return tenant.slug
+
+        self._each(request, queryset, suspend, "suspended")
+
+    @admin.action(description="Reactivate (lift a suspension)")
+    def reactivate(self, request, queryset):
+        from billing.services.staff import staff_reactivate
+
+        def reactivate(tenant):
+            subscription = staff_reactivate(tenant=tenant, actor=request.user)
+            return f"{tenant.slug}: now {subscription.get_status_display().lower()}"
+
+        self._each(request, queryset, reactivate, "reactivated")
+
+    @admin.action(description="Extend the trial…")
+    def extend_trial(self, request, queryset):
+        from billing.services.staff import trial_extend
+
+        def perform(data):
+            def extend(tenant):
+                subscription = trial_extend(tenant=tenant, days=data["days"], actor=request.user)
+                return f"{tenant.slug}: trial ends {subscription.trial_end:%Y-%m-%d %H:%M} UTC"
+
+            self._each(request, queryset, extend, f"extended by {data['days']} day(s) the trial of")
+
+        return self._with_form(request, queryset, ExtendTrialForm, "Extend the trial", perform)
+
+    @admin.action(description="Change the plan…")
+    def change_plan(self, request, queryset):
+        from billing.services.subscriptions import subscription_change
+
+        def perform(data):
+            def change(tenant):
+                subscription, invoice = subscription_change(
+                    tenant=tenant, plan_code=data["plan"], when=data["when"] or None, actor=request.user)
+                if subscription.pending_plan is not None:
+                    return (f"{tenant.slug}: moves to {subscription.pending_plan.name} at "
+                            f"{subscription.current_period_end:%Y-%m-%d %H:%M} UTC")
+                billed = f", invoice {invoice.number}" if invoice is not None else ""
+                return f"{tenant.slug}: now on {subscription.plan.name}{billed}"
+
+            self._each(request, queryset, change, "changed the plan of")
+
+        return self._with_form(request, queryset, ChangePlanForm, "Change the plan", perform)
+
+    def _with_form(self, request, queryset, form_class, title, perform):
+        """An action with a page of its own: the form first, the operation on "apply"; a
+        bad entry shows the page again with the error, nothing changed."""
+        form = form_class(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            perform(form.cleaned_data)
+            return None
+        return TemplateResponse(request, "admin/tenants/tenant/action_form.html", {
+            **self.admin_site.each_context(request), "opts": self.opts, "title": title,
+            "form": form, "tenants": queryset, "action": request.POST.get("action", ""),
+            "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME})
 
     @admin.action(description="Attach a test clock (test mode)")
     def attach_test_clock(self, request, queryset):

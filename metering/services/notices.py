@@ -1,10 +1,12 @@
 """Notices at 80% and 100% of an allowance: email to the billing contacts, an audit
 entry and a `usage.threshold` event for the tenant's webhooks, once per period."""
+import logging
 from datetime import datetime
 from decimal import Decimal
 
-from django.core.mail import send_mail
+from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
+from django.template.loader import render_to_string
 
 from tenants.models import Membership, Role, Tenant
 from tenants.selectors import tenant_url
@@ -15,6 +17,7 @@ from ..models import Meter, ThresholdNotice
 from ..quantities import micro_to_decimal
 
 BILLING_CONTACT_ROLES = (Role.OWNER, Role.ADMIN, Role.BILLING)
+logger = logging.getLogger(__name__)
 
 
 def billing_contacts(tenant: Tenant) -> list[str]:
@@ -39,19 +42,30 @@ def threshold_notice(*, tenant: Tenant, meter: Meter, period_start: datetime, pe
             event_emit(tenant=tenant, type="usage.threshold", payload=payload)
             recipients = billing_contacts(tenant)
             what = "reached" if percent >= 100 else f"reached {percent}% of"
-            overage = ("Usage above it is billed at your plan's overage price."
-                       if tenant.subscription.plan.overage_allowed else
-                       "Your plan has hard limits: requests over it are refused until the "
-                       "period resets. Upgrade to keep going.")
-            transaction.on_commit(lambda: send_mail(
-                f"{tenant.name}: {meter.name} usage {what} your allowance",
-                f"{meter.name}: {_text(used)} of {_text(included)} {meter.unit} included in "
-                f"your plan this period ({percent}%).\n{overage}\n\nUsage: "
-                f"{tenant_url(tenant, '/usage')}\n",
-                None, recipients), robust=True)
+            context = {"tenant": tenant, "meter": meter, "percent": percent, "used": _text(used),
+                       "included": _text(included),
+                       "overage_allowed": tenant.subscription.plan.overage_allowed,
+                       "usage_url": tenant_url(tenant, "/usage"),
+                       "billing_url": tenant_url(tenant, "/billing")}
+            subject = f"{tenant.name}: {meter.name} usage {what} your allowance"
+            transaction.on_commit(lambda: _send(subject, context, recipients), robust=True)
     except IntegrityError:
         return None
     return notice
+
+
+def _send(subject: str, context: dict, recipients: list[str]) -> None:
+    """The notice with text and HTML parts from templates/emails/usage_threshold.*; a mail
+    outage is logged, never raised into the committed change."""
+    if not recipients:
+        return
+    try:
+        message = EmailMultiAlternatives(subject, render_to_string("emails/usage_threshold.txt", context),
+                                         None, recipients)
+        message.attach_alternative(render_to_string("emails/usage_threshold.html", context), "text/html")
+        message.send()
+    except Exception:  # noqa: BLE001 - like billing emails: the notice row stands
+        logger.exception("Could not send the usage notice to %s", context["tenant"].slug)
 
 
 def _text(value: Decimal) -> str:

@@ -1,7 +1,7 @@
 from django.urls import path
 
 from .. import staff_otp
-from . import organization, security, sso, views
+from . import api_keys, organization, security, sso, team, views
 
 public_patterns = [
     path("", views.home, name="home"),
@@ -32,4 +32,12 @@ tenant_patterns = [
     path("security/sso", sso.sso_settings, name="sso-settings"),
     path("sso/login", sso.sso_login, name="sso-login"),
     path("sso/callback", sso.sso_callback, name="sso-callback"),
+    path("api-keys", api_keys.api_key_list, name="api-keys"),
+    path("api-keys/new", api_keys.api_key_new, name="api-key-new"),
+    path("api-keys/<int:pk>/revoke", api_keys.api_key_revoke, name="api-key-revoke"),
+    path("team", team.team, name="team"),
+    path("team/invite", team.team_invite, name="team-invite"),
+    path("team/<int:pk>/role", team.team_role, name="team-role"),
+    path("team/<int:pk>/remove", team.team_remove, name="team-remove"),
+    path("audit", team.audit_log, name="audit"),
 ]

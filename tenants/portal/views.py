@@ -5,6 +5,7 @@ from datetime import timedelta
 from django.contrib import messages
 from django.contrib.auth import authenticate, login, logout
 from django.contrib.auth.views import LoginView
+from django.db.models import Sum
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -17,7 +18,7 @@ from aerolith.errors import DomainError, ValidationFailed
 from billing.selectors import public_plans
 
 from ..models import User
-from ..permissions import member_principal
+from ..permissions import Action, member_principal
 from ..selectors import memberships_of, tenant_url
 from ..services.members import invitation_accept, invitation_for_token
 from ..services.signup import tenant_signup
@@ -193,21 +194,66 @@ def logout_view(request):
     return redirect("portal:login")
 
 
+DASHBOARD_CHART_DAYS = 30
+
+
+def _open_invoices(tenant) -> dict:
+    """The invoices still owing money: their total and the oldest one (to pay first)."""
+    from billing.models import Invoice
+
+    payable = Invoice.objects.filter(tenant=tenant, amount_due_cents__gt=0, status__in=[
+        Invoice.Status.OPEN, Invoice.Status.UNCOLLECTIBLE])
+    total = payable.aggregate(total=Sum("amount_due_cents"))["total"] or 0
+    return {"amount_due_cents": total,
+            "first_invoice": payable.order_by("due_at", "id").only("number", "amount_due_cents",
+                                                                  "due_at").first()}
+
+
 @member_required()
 def dashboard(request):
+    """What needs doing (an actionable banner per state), the usage of this period against
+    the plan's allowances with 30 days of history per meter, the projected bill, and the
+    organisation's resources. A fixed number of queries, plus one per meter of the plan."""
+    from billing.selectors import billing_settings, subscription_of
+    from metering.analytics import usage_summary
+    from metering.portal import meter_panels
+    from provisioning.models import Cluster, Database
+
     tenant = request.tenant
-    subscription = getattr(tenant, "subscription", None)
+    subscription = subscription_of(tenant)
     now = clock.now(tenant)
     trial_days_left = None
     if subscription and subscription.trial_end and subscription.status == "trialing":
         # Rounded up: a 14-day trial started a moment ago has 14 days left, not 13.
         trial_days_left = max(0, math.ceil((subscription.trial_end - now) / timedelta(days=1)))
-    return render(request, "portal/dashboard.html", {
+    summary = usage_summary(tenant) if subscription else None
+    meters = (meter_panels(tenant, summary, start=now - timedelta(days=DASHBOARD_CHART_DAYS),
+                           end=now, granularity="day") if summary else [])
+    context = {
         "subscription": subscription,
         "trial_days_left": trial_days_left,
         "members": tenant.memberships.filter(accepted_at__isnull=False).count(),
+        "databases": Database.objects.count(),
+        "clusters": Cluster.objects.filter(tenant=tenant, deleted_at__isnull=True).count(),
+        "summary": summary,
+        "meters": meters,
+        "projected_overage_cents": (summary["projected_total_cents"]
+                                    - summary["subscription"].plan.price_cents) if summary else 0,
+        "chart_days": DASHBOARD_CHART_DAYS,
         "now": now,
-    })
+        "can_billing": request.principal.can(Action.MANAGE_BILLING),
+        "has_card": bool(subscription and subscription.default_payment_method_id),
+    }
+    if tenant.status in ("past_due", "suspended"):
+        context.update(_open_invoices(tenant))
+        settings_row = billing_settings()
+        if subscription and subscription.past_due_since:
+            context["grace_end"] = (subscription.past_due_since
+                                    + timedelta(days=settings_row.grace_days))
+        if subscription and subscription.suspended_at:
+            context["cancel_on"] = (subscription.suspended_at
+                                    + timedelta(days=settings_row.suspension_days))
+    return render(request, "portal/dashboard.html", context)
 
 
 @require_http_methods(["GET", "POST"])
