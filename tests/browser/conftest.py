@@ -126,7 +126,7 @@ def run_task(env: dict, task: str):
 
 
 @pytest.fixture(scope="module")
-def server_port(server_env, django_db_blocker, tmp_path_factory):
+def server_port(server_env, tmp_path_factory):
     """A gunicorn serving the test database (databases go to the session's shared cluster),
     talking to the Solana fake; its port."""
     env = server_env
@@ -153,22 +153,6 @@ def server_port(server_env, django_db_blocker, tmp_path_factory):
     yield port
     process.terminate()
     process.wait(timeout=30)
-    _wait_for_sessions_to_end(django_db_blocker)
-
-
-def _wait_for_sessions_to_end(django_db_blocker, seconds: float = 10) -> None:
-    """PostgreSQL ends a stopped server's sessions a moment after it exits; the test
-    database can only be dropped at the end of the run once they are gone."""
-    deadline = time.monotonic() + seconds
-    with django_db_blocker.unblock(), connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                           "AND pid <> pg_backend_pid()")
-            if cursor.fetchone()[0] == 0:
-                return
-            time.sleep(0.1)
-        cursor.execute("SELECT pid, application_name, client_addr, client_port, state, left(query, 200) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
-        print("LINGER", cursor.fetchall(), flush=True)
 
 
 @pytest.fixture(scope="module")

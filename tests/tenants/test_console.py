@@ -75,7 +75,8 @@ def test_list_queries_do_not_grow_with_tenants(console, db):
 
 
 def compute_usage(tenant, hours: str, included: str = "10") -> None:
-    """`hours` of compute used a minute ago this period, against `included` on Starter."""
+    """`hours` of compute used this period (which began when the session signed the
+    tenant up), against `included` on Starter."""
     from decimal import Decimal
 
     from billing.models import PlanMeter
@@ -84,8 +85,9 @@ def compute_usage(tenant, hours: str, included: str = "10") -> None:
     meter = Meter.objects.get(code="compute_hours")
     PlanMeter.objects.filter(plan__code="starter", meter=meter).update(included=Decimal(included))
     now = clock.now(tenant)
+    start = Subscription.objects.get(tenant=tenant).current_period_start
     UsageEvent.objects.create(tenant_id=tenant.pk, meter_id=meter.pk, event_id="console-1",
-                              quantity=Decimal(hours), timestamp=now - timedelta(minutes=1),
+                              quantity=Decimal(hours), timestamp=start + (now - start) / 2,
                               received_at=now)
 
 
