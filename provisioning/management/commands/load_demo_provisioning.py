@@ -22,7 +22,8 @@ from provisioning.services.operations import operation_run
 from tenants.models import Tenant
 
 HISTORY_DAYS = 2
-STEP = timedelta(minutes=5)
+STEP = timedelta(minutes=1)  # beat evaluates every minute
+SAMPLE_EVERY_MINUTES = 5
 
 
 class Command(BaseCommand):
@@ -68,25 +69,29 @@ class Command(BaseCommand):
         return cluster
 
     def _history(self, cluster: Cluster) -> None:
-        """Two days of a daily load curve fed through decide(); the chart's samples and the
-        scaling history are what the autoscaler would have written."""
+        """Two days of a daily load curve fed through decide() once a minute, as beat does;
+        the chart's samples (every 5 minutes) and the scaling history are what the
+        autoscaler would have written. The busy hours are placed so that the last few
+        hours are quiet and the history ends at the cluster's real size."""
         policy = policy_of(cluster)
         end = clock.now(cluster.tenant)
         at = end - timedelta(days=HISTORY_DAYS)
         nodes, recent, last = policy.min_nodes, [], ("", "")
         samples, events = [], []
+        minute = 0
         while at < end:
-            hour = at.hour + at.minute / 60
-            # Demand in "node-percent": quiet nights, a busy afternoon peak.
-            demand = 90 + 150 * max(0.0, math.sin((hour - 8) / 12 * math.pi))
+            hours_ago = (end - at).total_seconds() / 3600 % 24
+            # Demand in "node-percent": busy between 20 and 4 hours ago, quiet otherwise.
+            demand = 90 + 150 * max(0.0, math.sin((hours_ago - 4) / 16 * math.pi))
             cpu = min(100.0, demand / nodes)
             observed = [Sample(node=f"n{i}", ready=True, cpu_percent=cpu, memory_percent=35.0,
                                observed_at=at) for i in range(nodes)]
             history = History(current_nodes=nodes, recent=recent, last_outcome=last[0],
                               last_reason=last[1])
             decision = decide(policy, history, observed, at)
-            samples.append(ClusterSample(cluster=cluster, at=at, nodes=nodes,
-                                         cpu_percent=round(cpu, 1), memory_percent=35.0))
+            if minute % SAMPLE_EVERY_MINUTES == 0:
+                samples.append(ClusterSample(cluster=cluster, at=at, nodes=nodes,
+                                             cpu_percent=round(cpu, 1), memory_percent=35.0))
             if decision.changed:
                 events.append(ScalingEvent(cluster=cluster, at=at, outcome=decision.outcome,
                                            reason=decision.reason, current_nodes=decision.current,
@@ -94,8 +99,10 @@ class Command(BaseCommand):
             nodes, recent = decision.desired, decision.recent
             last = (decision.outcome, decision.reason)
             at += STEP
+            minute += 1
         with transaction.atomic():
             ClusterSample.objects.bulk_create(samples)
             ScalingEvent.objects.bulk_create(events)
         self.stdout.write(f"{cluster.tenant.slug}: {len(samples)} chart samples, "
-                          f"{len(events)} scaling events over {HISTORY_DAYS} days")
+                          f"{len(events)} scaling events over {HISTORY_DAYS} days, ending at "
+                          f"{nodes} nodes")
