@@ -1,9 +1,9 @@
 """Demo data for a new user: a staff login and a few organisations whose billing history
 was lived through the real services on a test clock — acme (active, months of paid
 invoices with overage), globex (past due: its card started declining), umbrella (suspended
-after grace), initech (in its trial, no card yet) and hooli (Enterprise, whose dedicated
-cluster `load_demo_provisioning` makes). Safe to run again: organisations
-that exist are left as they are. Histories need test mode (the run command sets it)."""
+after grace), vandelay (cancelled after months of declines), initech (in its trial, no
+card yet) and hooli (Enterprise, whose dedicated cluster `load_demo_provisioning` makes).
+Safe to run again: organisations that exist are left as they are. Histories need test mode (the run command sets it)."""
 from datetime import timedelta
 
 from dateutil.relativedelta import relativedelta
@@ -20,7 +20,8 @@ STAFF_EMAIL = "staff@aerolith.localhost"
 STAFF_PASSWORD = "staff-demo-password"  # nosec B105 - published demo login (README)
 OWNER_EMAIL = "owner@acme.test"
 OWNER_PASSWORD = "acme-demo-password"  # nosec B105 - published demo login (README)
-# slug, name, plan, how long ago it signed up, its card, a card swapped in 20 days ago
+# slug, name, plan, how long ago it signed up, its card, a card swapped in later (20 days
+# ago, or (card, days ago))
 DEMO_TENANTS = [
     ("acme", "Acme Corp", "professional", relativedelta(months=4), "pm_card_visa", None),
     ("globex", "Globex", "starter", relativedelta(months=1, days=16), "pm_card_visa",
@@ -29,6 +30,9 @@ DEMO_TENANTS = [
      "pm_card_chargeDeclinedInsufficientFunds"),
     ("initech", "Initech", "starter", relativedelta(days=5), None, None),
     ("hooli", "Hooli", "enterprise", relativedelta(months=2), "pm_card_visa", None),
+    # Declined for so long that dunning suspended it and, 30 days later, cancelled it.
+    ("vandelay", "Vandelay Industries", "starter", relativedelta(months=3, days=16),
+     "pm_card_visa", ("pm_card_chargeDeclined", 80)),
 ]
 
 
@@ -46,7 +50,7 @@ class Command(BaseCommand):
             {"id": f"demo-storage-{key}", "meter": "storage_gb", "quantity": 3.2 * scale},
         ])
 
-    def _history(self, tenant, ago: relativedelta, card: str | None, later_card: str | None):
+    def _history(self, tenant, ago: relativedelta, card: str | None, later_card):
         """Replay the tenant's life from `ago` until now on a test clock, then detach it."""
         from billing.models import Subscription
         from billing.services.collection import payment_method_attach
@@ -59,6 +63,7 @@ class Command(BaseCommand):
 
         now = clock.wall_now()
         start = now - ago
+        later_card, swap_days = later_card if isinstance(later_card, tuple) else (later_card, 20)
         with transaction.atomic():
             tenant_clock_attach(tenant=tenant, actor="demo", at=start)
             ScheduledJob.objects.filter(tenant=tenant, kind__startswith="billing.").delete()
@@ -74,7 +79,7 @@ class Command(BaseCommand):
         step = start
         while step < now:
             step = min(step + timedelta(days=10), now)
-            if later_card and step >= now - timedelta(days=20):
+            if later_card and step >= now - timedelta(days=swap_days):
                 payment_method_attach(tenant=tenant, gateway_id=later_card, actor="demo")
                 later_card = None
             tenant_clock_advance(tenant=tenant, actor="demo", to=step)
@@ -108,7 +113,7 @@ class Command(BaseCommand):
                 f"  Acme portal            : {tenant_url(acme, '/')}",
                 f"      login {OWNER_EMAIL} / {OWNER_PASSWORD}",
                 "  Also: globex (past due), umbrella (suspended), initech (trial), hooli "
-                "(Enterprise, dedicated cluster); owners "
+                "(Enterprise, dedicated cluster), vandelay (cancelled); owners "
                 "owner@<slug>.test / <slug>-demo-password",
                 f"  API documentation      : {tenant_url(public, '/api/docs/')}",
                 f"  Health                 : {tenant_url(public, '/readyz')}",
