@@ -33,6 +33,15 @@ def host_of(slug: str) -> str:
     return f"{slug}.{settings.AEROLITH_BASE_DOMAIN}"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Modules that commit data for a real server (browser journeys, the CLI) run last, in
+    their order: what they leave behind (organisations, staff devices, test clocks) is
+    then never seen by a test that counts or rotates such rows."""
+    late = [item for item in items if item.get_closest_marker("commits_data")]
+    if late:
+        items[:] = [item for item in items if not item.get_closest_marker("commits_data")] + late
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     """After the test database is migrated: the base schema and three tenants."""

@@ -30,7 +30,7 @@ from tenants.services.signup import tenant_signup
 from tests.conftest import PASSWORD, child_database_url, make_key
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.commits_data]  # commits_data: run last
 FULL = ["read", "databases:write", "api_keys:write"]
 
 

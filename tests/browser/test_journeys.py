@@ -14,7 +14,8 @@ from tests.conftest import PASSWORD
 
 from .conftest import committed_tenant, free_slug, portal_url, run_task, screenshot, sign_in
 
-pytestmark = pytest.mark.django_db  # only so that pytest-django sets the test database up
+# django_db only so that pytest-django sets the test database up; commits_data: run last
+pytestmark = [pytest.mark.django_db, pytest.mark.commits_data]
 
 
 @pytest.fixture(scope="module")
