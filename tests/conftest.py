@@ -6,6 +6,7 @@ from django.db import connection
 from django_tenants.utils import tenant_context
 from rest_framework.test import APIClient
 
+from aerolith.devservices import free_port  # noqa: F401 - shared with test modules
 from tenants.models import Role, Tenant
 from tenants.permissions import Principal, member_principal
 from tenants.services.api_keys import api_key_create
@@ -27,6 +28,44 @@ def child_database_url() -> str:
     if socket_dir:
         return f"postgresql://{auth}@/{s['NAME']}?host={quote(socket_dir)}"
     return f"postgresql://{auth}@{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}"
+
+
+def live_gunicorn(env: dict, port: int, log_dir, threads: int = 4):
+    """A real gunicorn serving the test database on `port` (for tests that drive the
+    product over HTTP from another process: the CLI, the browser); yields once it answers
+    /healthz, and stops it afterwards. Use from a module fixture with `yield from`."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    log = Path(log_dir) / "server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "aerolith.wsgi:application", "--bind",
+             f"127.0.0.1:{port}", "--workers", "1", "--threads", str(threads), "--timeout", "120"],
+            cwd=Path(__file__).resolve().parent.parent, env=env, stdout=out,
+            stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"gunicorn exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"gunicorn did not answer within 60 s: {log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    try:
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def host_of(slug: str) -> str:

@@ -11,11 +11,9 @@ pytest-django sets the test database up; they write nothing in-process.
 """
 import json
 import os
-import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -27,48 +25,21 @@ from aerolith_cli.client import EXIT_API, EXIT_AUTH, Api, error_for, normalise_u
 from provisioning.models import Cluster, Operation, OperationState
 from tenants.models import Tenant
 from tenants.services.signup import tenant_signup
-from tests.conftest import PASSWORD, child_database_url, make_key
+from tests.conftest import PASSWORD, child_database_url, free_port, live_gunicorn, make_key
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.django_db, pytest.mark.commits_data]  # commits_data: run last
 FULL = ["read", "databases:write", "api_keys:write"]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def port(shared_cluster, django_db_blocker, tmp_path_factory):
     """A gunicorn serving the test database; databases go to the session's shared cluster."""
-    port = _free_port()
+    port = free_port()
     with django_db_blocker.unblock():
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.cli_server_settings",
                "DATABASE_URL": child_database_url(), "REDIS_URL": settings.REDIS_URL}
-    log = tmp_path_factory.mktemp("gunicorn") / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "aerolith.wsgi:application", "--bind",
-             f"127.0.0.1:{port}", "--workers", "1", "--threads", "4", "--timeout", "120"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"gunicorn exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"gunicorn did not answer within 60 s: {log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    yield port
-    process.terminate()
-    process.wait(timeout=30)
+    yield from live_gunicorn(env, port, tmp_path_factory.mktemp("gunicorn"))
 
 
 def _signup(django_db_blocker, slug: str, plan: str = "professional") -> Tenant:
@@ -202,7 +173,7 @@ def test_commands_before_login_exit_3(cli):
 
 
 def test_a_server_that_is_down_is_reported_plainly(cli):
-    result = cli("login", "--url", url_of("clidemo", _free_port()), "--key", "ak_whatever")
+    result = cli("login", "--url", url_of("clidemo", free_port()), "--key", "ak_whatever")
     assert result.returncode == EXIT_API
     assert "Cannot connect" in result.stderr and "connection refused" in result.stderr
     assert "Traceback" not in result.stderr

@@ -15,20 +15,17 @@ fail, saying how to install it, rather than being skipped.
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 from django.conf import settings
 from django.db import connection
 
 from tenants.models import Tenant
 from tenants.services.signup import tenant_signup
-from tests.conftest import PASSWORD, child_database_url
+from tests.conftest import PASSWORD, child_database_url, free_port, live_gunicorn
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -73,12 +70,6 @@ def page(browser):
     context.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def screenshot(page, name: str) -> Path:
     """The whole page, 1280 px wide, as docs/screenshots/<name>.png (the README shows them)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -111,7 +102,7 @@ def server_env(shared_cluster, solana, django_db_blocker) -> dict:
         return {**{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
                 "DJANGO_SETTINGS_MODULE": "tests.browser.server_settings",
                 "DATABASE_URL": child_database_url(), "REDIS_URL": settings.REDIS_URL,
-                "AEROLITH_BROWSER_SOLANA_RPC_URL": solana.url, "AEROLITH_URL_PORT": str(_free_port())}
+                "AEROLITH_BROWSER_SOLANA_RPC_URL": solana.url, "AEROLITH_URL_PORT": str(free_port())}
 
 
 def run_task(env: dict, task: str):
@@ -131,28 +122,7 @@ def server_port(server_env, tmp_path_factory):
     talking to the Solana fake; its port."""
     env = server_env
     port = int(env["AEROLITH_URL_PORT"])
-    log = tmp_path_factory.mktemp("browser-server") / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "aerolith.wsgi:application", "--bind",
-             f"127.0.0.1:{port}", "--workers", "1", "--threads", "8", "--timeout", "120"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"gunicorn exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"gunicorn did not answer within 60 s: {log.read_text()[-3000:]}")
-        time.sleep(0.2)
-    yield port
-    process.terminate()
-    process.wait(timeout=30)
+    yield from live_gunicorn(env, port, tmp_path_factory.mktemp("browser-server"), threads=8)
 
 
 @pytest.fixture(scope="module")
