@@ -17,6 +17,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from aerolith import clock
 from aerolith.errors import DomainError
 from aerolith.money import usd
+from aerolith.portal_forms import ActionForm
+from aerolith.portal_forms import apply_errors as shared_apply_errors
 from tenants.permissions import Action
 from tenants.portal.access import member_required
 from tenants.selectors import tenant_url
@@ -59,12 +61,7 @@ FIELD_NAMES = {"stripe_payment_method": "payment_method"}
 
 
 def apply_errors(form: forms.Form, error: DomainError) -> None:
-    """The service's refusal as form errors: on the field it names when the form has it,
-    else above the form."""
-    for item in error.field_errors() or [{"field": None, "code": error.code, "detail": error.detail}]:
-        field = FIELD_NAMES.get(item["field"], item["field"])
-        detail = PORTAL_TEXT.get((item["field"], item["code"]), item["detail"])
-        form.add_error(field if field in form.fields else None, detail)
+    shared_apply_errors(form, error, renames=FIELD_NAMES, texts=PORTAL_TEXT)
 
 
 # --- forms --------------------------------------------------------------------------------
@@ -126,10 +123,6 @@ class CancelForm(forms.Form):
                  ("now", "Now: service stops at once and a final invoice bills usage so far")],
         error_messages={"invalid_choice": "Choose at the end of the period or now.",
                         "required": "Choose when the subscription ends."})
-
-
-class ActionForm(forms.Form):
-    """A button without fields (resume, pay): carries only the refusal, if any."""
 
 
 def action_form(data=None) -> ActionForm:

@@ -16,9 +16,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from aerolith import clock
 from aerolith.charts import Marker, Series, time_chart
 from aerolith.errors import DomainError
+from aerolith.portal_forms import ActionForm, apply_errors, refused_while_inactive
 from billing.selectors import subscription_of
 from tenants.models import Region
-from tenants.permissions import INACTIVE, Action
+from tenants.permissions import Action
 from tenants.portal.access import member_required
 
 from .advice import autoscale_preview, reason_text
@@ -55,10 +56,6 @@ class DatabaseForm(forms.Form):
             self.fields["cluster"].choices = [(c.pk, f"{c.name} ({c.region})") for c in clusters]
         else:
             del self.fields["cluster"]
-
-
-class ActionForm(forms.Form):
-    """A confirmation button without fields: carries only the refusal, if any."""
 
 
 class ClusterForm(forms.Form):
@@ -103,23 +100,16 @@ class ScaleForm(forms.Form):
 
 # --- helpers ------------------------------------------------------------------------------
 
-def apply_errors(form: forms.Form, error: DomainError) -> None:
-    """The service's refusal as form errors: on the field it names when the form has it,
-    else above the form."""
-    for item in error.field_errors() or [{"field": None, "detail": error.detail}]:
-        field = "cluster" if item["field"] == "cluster_id" else item["field"]
-        form.add_error(field if field in form.fields else None, item["detail"])
+def _apply_errors(form: forms.Form, error: DomainError) -> None:
+    apply_errors(form, error, renames={"cluster_id": "cluster"})
 
 
 def _refuse_if_inactive(request, form) -> bool:
-    """Writes are refused while the organisation is suspended or cancelled (as the API
-    does); True when refused, with the reason on the form."""
-    if request.tenant.status in INACTIVE:
-        form.add_error(None, f"This organisation is {request.tenant.get_status_display().lower()}, "
-                             "so nothing can be created or changed. Pay the open invoices on the "
-                             "Billing page to restore full service.")
-        return True
-    return False
+    """True when the organisation may change nothing now, with the reason on the form."""
+    refusal = refused_while_inactive(request)
+    if refusal:
+        form.add_error(None, refusal)
+    return refusal is not None
 
 
 def _valid_id(pk: int) -> int:
@@ -178,7 +168,7 @@ def database_new(request):
                                             name=form.cleaned_data["name"],
                                             cluster_id=form.cleaned_data.get("cluster"))
         except DomainError as error:
-            apply_errors(form, error)
+            _apply_errors(form, error)
         else:
             # The only page that ever shows the password: not cached, not stored.
             return render(request, "portal/database_created.html",
@@ -198,7 +188,7 @@ def database_remove(request, pk):
             try:
                 database_delete(tenant=request.tenant, actor=request.principal, database=database)
             except DomainError as error:
-                apply_errors(form, error)
+                _apply_errors(form, error)
             else:
                 messages.success(request, f"Database {database.name} and its data were deleted.")
                 return redirect("portal:databases")
@@ -255,7 +245,7 @@ def cluster_new(request):
                                         node_count=data["node_count"], provider=data["provider"],
                                         region=data["region"], policy=policy)
         except DomainError as error:
-            apply_errors(form, error)
+            _apply_errors(form, error)
         else:
             messages.success(request, f"Cluster {cluster.name} is being created; this page "
                                       "shows its progress.")
@@ -332,7 +322,7 @@ def cluster_policy(request, pk):
             cluster_policy_update(cluster=cluster, actor=request.principal,
                                   changes=dict(form.cleaned_data))
         except DomainError as error:
-            apply_errors(form, error)
+            _apply_errors(form, error)
         else:
             messages.success(request, "The autoscaling policy was saved.")
             return redirect("portal:cluster", pk=cluster.pk)
@@ -349,7 +339,7 @@ def cluster_scale_view(request, pk):
             cluster_scale(cluster=cluster, node_count=form.cleaned_data["node_count"],
                           actor=request.principal)
         except DomainError as error:
-            apply_errors(form, error)
+            _apply_errors(form, error)
         else:
             messages.success(request, f"Scaling {cluster.name} to {form.cleaned_data['node_count']} "
                                       "nodes; this page shows its progress.")
@@ -369,7 +359,7 @@ def cluster_remove(request, pk):
             try:
                 cluster_delete(cluster=cluster, actor=request.principal)
             except DomainError as error:
-                apply_errors(form, error)
+                _apply_errors(form, error)
             else:
                 messages.success(request, f"Cluster {cluster.name} is being deleted.")
                 return redirect("portal:clusters")

@@ -102,12 +102,9 @@ def staff_verify(request):
 
 @require_http_methods(["GET", "POST"])
 def staff_setup(request):
-    from .portal.security import (
-        EnrolForm,
-        apply_errors,
-        codes_context,
-        enrolment_context,
-    )
+    from aerolith.portal_forms import apply_errors
+
+    from .portal.security import EnrolForm, codes_context, enrolment_context
 
     refused = _staff_only(request)
     if refused is not None:

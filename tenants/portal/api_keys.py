@@ -12,9 +12,10 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from aerolith.errors import DomainError
+from aerolith.portal_forms import ActionForm, apply_errors, refused_while_inactive
 
 from ..models import ApiKey
-from ..permissions import ACTION_SCOPES, INACTIVE, Action, scopes_for_role
+from ..permissions import ACTION_SCOPES, Action, scopes_for_role
 from ..services import api_keys
 from .access import member_required
 
@@ -43,26 +44,6 @@ class ApiKeyForm(forms.Form):
         kwargs.setdefault("auto_id", "key_%s")
         super().__init__(*args, **kwargs)
         self.fields["scopes"].choices = [(s, SCOPE_TEXT.get(s, s)) for s in scopes_for_role(role)]
-
-
-class ActionForm(forms.Form):
-    """A confirmation button without fields: carries only the refusal, if any."""
-
-
-def _apply_errors(form: forms.Form, error: DomainError) -> None:
-    for item in error.field_errors() or [{"field": None, "detail": error.detail}]:
-        field = item["field"]
-        form.add_error(field if field in form.fields else None, item["detail"])
-
-
-def refused_while_inactive(request) -> str | None:
-    """The API refuses changes while the organisation is suspended or cancelled; so does
-    the portal."""
-    if request.tenant.status in INACTIVE:
-        return (f"This organisation is {request.tenant.get_status_display().lower()}, so nothing "
-                "can be changed. Pay the open invoices on the Billing page to restore full "
-                "service.")
-    return None
 
 
 def _key(pk: int) -> ApiKey:
@@ -101,7 +82,7 @@ def api_key_new(request):
                     principal=request.principal, name=form.cleaned_data["name"],
                     scopes=form.cleaned_data["scopes"])
             except DomainError as error:
-                _apply_errors(form, error)
+                apply_errors(form, error)
             else:
                 # The only page that ever shows the secret: not cached, not stored.
                 return render(request, "portal/api_key_created.html",
@@ -124,7 +105,7 @@ def api_key_revoke(request, pk):
             try:
                 api_keys.api_key_revoke(principal=request.principal, key_id=key.pk)
             except DomainError as error:
-                _apply_errors(form, error)
+                apply_errors(form, error)
             else:
                 messages.success(request, f"API key {key.name} ({key.prefix}…) was revoked: "
                                           "requests made with it are refused from now on.")

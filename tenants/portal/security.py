@@ -15,6 +15,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from aerolith import clock
 from aerolith.errors import DomainError, ValidationFailed
+from aerolith.portal_forms import apply_errors
 
 from ..models import User
 from ..permissions import Action
@@ -53,12 +54,6 @@ class ConfirmIdentityForm(forms.Form):
             raise forms.ValidationError("Enter your password or a code to confirm.",
                                         code="confirmation_required")
         return data
-
-
-def apply_errors(form, error: DomainError) -> None:
-    for item in error.field_errors() or [{"field": None, "detail": error.detail}]:
-        field = item["field"] if item["field"] in form.fields else None
-        form.add_error(field, item["detail"])
 
 
 # --- the pending sign-in ------------------------------------------------------------------

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods
 
 from aerolith import clock
 from aerolith.errors import DomainError
+from aerolith.portal_forms import apply_errors
 
 from .. import oidc
 from ..models import Role
@@ -69,12 +70,6 @@ def _redirect_uri(tenant) -> str:
     return tenant_url(tenant, reverse("portal:sso-callback"))
 
 
-def _apply_errors(form, error: DomainError) -> None:
-    for item in error.field_errors() or [{"field": None, "detail": error.detail}]:
-        field = item["field"] if item["field"] in form.fields else None
-        form.add_error(field, item["detail"])
-
-
 @never_cache
 @require_http_methods(["GET", "POST"])
 @member_required(Action.MANAGE_MEMBERS)
@@ -107,7 +102,7 @@ def sso_settings(request):
                             default_role=data["default_role"], enabled=data["enabled"],
                             allowed_domains=domains)
         except DomainError as error:
-            _apply_errors(form, error)
+            apply_errors(form, error)
         else:
             messages.success(request, "Single sign-on settings saved; the provider answered.")
             return redirect("portal:sso-settings")

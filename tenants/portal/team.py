@@ -13,13 +13,13 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from aerolith.errors import DomainError
+from aerolith.portal_forms import ActionForm, apply_errors, refused_while_inactive
 
 from ..models import Membership, Role
 from ..permissions import Action
 from ..selectors import audit_events_of, members_of
 from ..services import members
 from .access import member_required
-from .api_keys import ActionForm, refused_while_inactive
 
 MAX_ID = 2**63 - 1
 AUDIT_PAGE = 50
@@ -57,12 +57,6 @@ class AuditFilterForm(forms.Form):
             raise forms.ValidationError("Use lower-case letters, digits, dots and underscores, "
                                         "e.g. member. or api_key.")
         return value
-
-
-def _apply_errors(form: forms.Form, error: DomainError) -> None:
-    for item in error.field_errors() or [{"field": None, "detail": error.detail}]:
-        field = item["field"]
-        form.add_error(field if field in form.fields else None, item["detail"])
 
 
 def _membership(request, pk: int) -> Membership:
@@ -118,7 +112,7 @@ def team_invite(request):
                     principal=request.principal, email=form.cleaned_data["email"],
                     role=form.cleaned_data["role"])
             except DomainError as error:
-                _apply_errors(form, error)
+                apply_errors(form, error)
                 status = error.status if error.status in (403, 409) else 400
             else:
                 messages.success(request, f"Invitation sent to {membership.user.email} as "
@@ -168,7 +162,7 @@ def team_remove(request, pk):
             try:
                 members.member_remove(principal=request.principal, membership_id=membership.pk)
             except DomainError as error:
-                _apply_errors(form, error)
+                apply_errors(form, error)
                 status = error.status if error.status in (403, 409) else 400
             else:
                 what = "Invitation of" if membership.is_pending else "Member"

@@ -15,6 +15,7 @@ from django_otp.models import Device
 
 from aerolith import clock
 from aerolith.errors import DomainError, ValidationFailed
+from aerolith.portal_forms import apply_errors
 from billing.selectors import public_plans
 
 from ..models import User
@@ -30,12 +31,6 @@ from .handoff import handoff_claims, handoff_token
 from .security import OtpForm, pending_clear, pending_get, pending_start, verify_code
 
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
-
-
-def _apply_errors(form, error: DomainError) -> None:
-    for item in error.field_errors() or [{"field": None, "detail": error.detail}]:
-        field = item["field"] if item["field"] in form.fields else None
-        form.add_error(field, item["detail"])
 
 
 def _enter(tenant, user, device=None) -> HttpResponseRedirect:
@@ -80,7 +75,7 @@ def signup(request):
         try:
             result = tenant_signup(**form.cleaned_data)
         except DomainError as error:
-            _apply_errors(form, error)
+            apply_errors(form, error)
         else:
             return _enter(result.tenant, result.user)
     status = 400 if form.errors else 200
@@ -271,7 +266,7 @@ def accept_invitation(request, token):
             accepted = invitation_accept(tenant=request.tenant, token=token,
                                          password=form.cleaned_data["password"])
         except ValidationFailed as error:
-            _apply_errors(form, error)
+            apply_errors(form, error)
         else:
             if two_factor_enabled(accepted.user):
                 # The invitation link proves the mailbox, not the second factor.

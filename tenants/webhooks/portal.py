@@ -13,8 +13,9 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from aerolith.errors import DomainError
+from aerolith.portal_forms import ActionForm, apply_errors, refused_while_inactive
 
-from ..permissions import INACTIVE, Action
+from ..permissions import Action
 from ..portal.access import member_required
 from ..services import webhooks
 from .models import EVENT_TYPES, WebhookDelivery, WebhookEndpoint
@@ -31,24 +32,6 @@ class EndpointForm(forms.Form):
         label="Events", required=False, widget=forms.CheckboxSelectMultiple,
         choices=[(t, t) for t in EVENT_TYPES],
         help_text="Leave all unticked to receive every event.")
-
-
-class ActionForm(forms.Form):
-    """A confirmation button without fields: carries only the refusal, if any."""
-
-
-def _apply_errors(form: forms.Form, error: DomainError) -> None:
-    for item in error.field_errors() or [{"field": None, "detail": error.detail}]:
-        field = item["field"]
-        form.add_error(field if field in form.fields else None, item["detail"])
-
-
-def _refused_while_inactive(request) -> str | None:
-    if request.tenant.status in INACTIVE:
-        return (f"This organisation is {request.tenant.get_status_display().lower()}, so nothing "
-                "can be changed. Pay the open invoices on the Billing page to restore full "
-                "service.")
-    return None
 
 
 def _endpoint(pk: int) -> WebhookEndpoint:
@@ -79,7 +62,7 @@ def webhook_list(request):
 def webhook_new(request):
     form = EndpointForm(request.POST, auto_id="wh_%s")
     if form.is_valid():
-        refusal = _refused_while_inactive(request)
+        refusal = refused_while_inactive(request)
         if refusal:
             form.add_error(None, refusal)
         else:
@@ -89,7 +72,7 @@ def webhook_new(request):
                     principal=request.principal, url=data["url"],
                     description=data["description"], events=data["events"])
             except DomainError as error:
-                _apply_errors(form, error)
+                apply_errors(form, error)
             else:
                 # The only page that ever shows the secret: not cached, not stored.
                 return render(request, "portal/webhook_created.html",
@@ -113,7 +96,7 @@ def webhook_detail(request, pk):
 @member_required(Action.MANAGE_API_KEYS)
 def webhook_toggle(request, pk):
     endpoint = _endpoint(pk)
-    refusal = _refused_while_inactive(request)
+    refusal = refused_while_inactive(request)
     if refusal:
         messages.error(request, refusal)
     else:
@@ -136,14 +119,14 @@ def webhook_delete(request, pk):
     status = 200
     if request.method == "POST":
         form.is_valid()
-        refusal = _refused_while_inactive(request)
+        refusal = refused_while_inactive(request)
         if refusal:
             form.add_error(None, refusal)
         else:
             try:
                 webhooks.endpoint_delete(principal=request.principal, endpoint_id=endpoint.pk)
             except DomainError as error:
-                _apply_errors(form, error)
+                apply_errors(form, error)
             else:
                 messages.success(request, f"Endpoint {endpoint.url} and its delivery log were "
                                           "deleted.")
@@ -159,7 +142,7 @@ def delivery_redeliver(request, pk):
     delivery = WebhookDelivery.objects.filter(pk=pk).first() if 0 < pk <= MAX_ID else None
     if delivery is None:
         raise Http404("No such webhook delivery in this organisation.")
-    refusal = _refused_while_inactive(request)
+    refusal = refused_while_inactive(request)
     if refusal:
         messages.error(request, refusal)
     else:
