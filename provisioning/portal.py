@@ -25,7 +25,7 @@ from tenants.portal.access import member_required
 from .advice import autoscale_preview, reason_text
 from .models import Cluster, ClusterSample, Database, Placement, Provider, ScalingEvent
 from .recommendations import recommend
-from .selectors import operation_in_flight, tenant_clusters
+from .selectors import operation_in_flight, tenant_clusters, with_operation_in_flight
 from .services.clusters import (
     POLICY_FIELDS,
     cluster_create,
@@ -203,7 +203,8 @@ def database_remove(request, pk):
 @require_GET
 @member_required()
 def cluster_list(request):
-    clusters = [(c, operation_in_flight(c)) for c in tenant_clusters(request.tenant)]
+    clusters = [(c, operation_in_flight(c))
+                for c in with_operation_in_flight(tenant_clusters(request.tenant))]
     return render(request, "portal/clusters.html", {
         "clusters": clusters, "dedicated": _dedicated(request.tenant),
         "can_manage": request.principal.can(Action.MANAGE_DATABASES),

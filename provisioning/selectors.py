@@ -1,5 +1,5 @@
 """Reads of provisioning that more than one caller needs."""
-from django.db.models import Count, Q
+from django.db.models import Count, Prefetch, Q
 from psycopg.conninfo import make_conninfo
 
 from aerolith import crypto
@@ -43,7 +43,18 @@ def shared_cluster_for(region: str) -> Cluster:
 
 
 def operation_in_flight(cluster: Cluster) -> Operation | None:
+    prefetched = getattr(cluster, "operations_in_flight", None)  # see with_operation_in_flight
+    if prefetched is not None:
+        return prefetched[0] if prefetched else None
     return cluster.operations.filter(state__in=IN_FLIGHT).first()
+
+
+def with_operation_in_flight(clusters):
+    """`clusters` with each one's operation in flight read in one query for the page (a
+    list would otherwise ask once per cluster); operation_in_flight() uses it."""
+    return clusters.prefetch_related(Prefetch(
+        "operations", queryset=Operation.objects.filter(state__in=IN_FLIGHT),
+        to_attr="operations_in_flight"))
 
 
 def tenant_clusters(tenant):

@@ -20,7 +20,7 @@ from tenants.permissions import Action
 from ..advice import autoscale_preview, reason_text
 from ..models import Cluster, Operation, Provider, ScalingEvent
 from ..recommendations import recommend
-from ..selectors import operation_in_flight, tenant_clusters
+from ..selectors import operation_in_flight, tenant_clusters, with_operation_in_flight
 from ..services.clusters import (
     POLICY_FIELDS,
     cluster_create,
@@ -204,7 +204,7 @@ class ClusterListCreate(generics.ListAPIView):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation has no tenant
             return Cluster.objects.none()
-        return tenant_clusters(self.request.tenant).prefetch_related("nodes")
+        return with_operation_in_flight(tenant_clusters(self.request.tenant).prefetch_related("nodes"))
 
     def list(self, request, *args, **kwargs):
         page = self.paginate_queryset(self.get_queryset())

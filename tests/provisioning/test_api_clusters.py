@@ -13,6 +13,7 @@ import pytest
 
 from aerolith import clock
 from provisioning.models import Cluster, ClusterSample, Operation, ScalingEvent
+from provisioning.services.clusters import cluster_scale
 from tenants.models import Role, TenantStatus
 from tests.conftest import add_member, api_client, assert_problem, jwt_for, make_key
 from tests.provisioning.api_support import (
@@ -392,3 +393,24 @@ def test_recommendation_includes_the_forecast_when_forecast_mode_is_on(owner, al
     assert body["forecast"]["cpu_load"] == pytest.approx(270.0)
     assert body["outcome"] == "scale_up" and body["reason"] == "forecast_scale_up"
     assert body["desired_nodes"] == 4  # ceil(270 / 70)
+
+
+@pytest.mark.django_db
+def test_the_list_asks_the_same_number_of_queries_for_one_cluster_or_five(owner, alice_ent):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            assert owner.get("/api/v1/clusters").status_code == 200
+        return len(queries)
+
+    make_cluster(alice_ent, name="one")
+    count()  # the first call also records the key's last use
+    single = count()
+    for n in range(4):
+        cluster = make_cluster(alice_ent, name=f"more-{n}")
+        cluster_scale(cluster=cluster, node_count=4, actor="test")  # an operation in flight
+    listed = owner.get("/api/v1/clusters").json()["results"]
+    assert len(listed) == 5 and sum(c["operation"] is not None for c in listed) == 4
+    assert count() == single
