@@ -83,7 +83,7 @@ def two_keys(settings):
 def _sso_secret(tenant) -> Sealed | None:
     try:
         from billing.models import Plan, Subscription
-        from tenants.services.sso import _secret_context, sso_config_save
+        from tenants.services.sso import sso_config_save, sso_secret_context
 
         from .fakes.oidc_provider import OidcProvider
     except ImportError:  # SSO not in this tree
@@ -100,7 +100,7 @@ def _sso_secret(tenant) -> Sealed | None:
     finally:
         provider.stop()
     return Sealed("sso client secret", provider.client_secret.encode(),
-                  config.client_secret_sealed, _secret_context(tenant))
+                  config.client_secret_sealed, sso_secret_context(tenant))
 
 
 def _webhook_secret(tenant) -> Sealed | None:

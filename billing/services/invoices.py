@@ -23,9 +23,9 @@ BALANCE_CREDIT_DESCRIPTION = "Credit from your balance"
 
 
 def _actor_label(actor) -> str:
-    from tenants.services.audit import _actor
+    from tenants.services.audit import actor_label
 
-    return _actor(actor)[1]
+    return actor_label(actor)
 
 
 def balance_move(*, subscription: Subscription, kind: str, amount_cents: int, description: str,

@@ -9,7 +9,7 @@ from django.db import IntegrityError, transaction
 from aerolith import crypto
 from aerolith.errors import Conflict, ValidationFailed
 from tenants.models import Region, Tenant, TenantStatus
-from tenants.services.audit import audit_record
+from tenants.services.audit import actor_label, audit_record
 
 from ..drivers import DRIVERS
 from ..errors import PlanNotAllowed
@@ -131,7 +131,7 @@ def _create(*, tenant, actor, name, size, node_count, provider, region, shared, 
                 **policy)
             operation = operation_start(cluster=cluster, kind=OperationKind.CREATE,
                                         target_nodes=node_count, idempotency_key=idempotency_key,
-                                        requested_by=_label(actor))
+                                        requested_by=actor_label(actor))
             audit_record(action="cluster.create", tenant=tenant, actor=actor, target=cluster,
                          after={"name": name, "size": size, "nodes": node_count,
                                 "provider": provider, "region": region})
@@ -139,12 +139,6 @@ def _create(*, tenant, actor, name, size, node_count, provider, region, shared, 
         raise Conflict(f"A cluster named {name!r} exists already; choose another name.",
                        code="duplicate_name", field="name") from None
     return cluster, operation
-
-
-def _label(actor) -> str:
-    from tenants.services.audit import _actor
-
-    return _actor(actor)[1]
 
 
 def shared_cluster_ensure(region: str, *, provider: str = Provider.LOCAL) -> tuple[Cluster, Operation | None]:
@@ -186,7 +180,7 @@ def cluster_scale(*, cluster: Cluster, node_count: int, actor, idempotency_key: 
         locked = Cluster.objects.select_for_update().get(pk=cluster.pk)
         before = locked.node_count
         operation = operation_start(cluster=locked, kind=OperationKind.SCALE, target_nodes=node_count,
-                                    idempotency_key=idempotency_key, requested_by=_label(actor))
+                                    idempotency_key=idempotency_key, requested_by=actor_label(actor))
         if operation.target_nodes == node_count and operation.cluster_id == locked.pk:
             Cluster.objects.filter(pk=locked.pk).update(node_count=node_count, health=Health.SCALING)
             cluster.node_count, cluster.health = node_count, Health.SCALING
@@ -236,7 +230,7 @@ def cluster_delete(*, cluster: Cluster, actor, idempotency_key: str | None = Non
                        "first.", code="cluster_in_use")
     with transaction.atomic():
         operation = operation_start(cluster=cluster, kind=OperationKind.DELETE,
-                                    idempotency_key=idempotency_key, requested_by=_label(actor))
+                                    idempotency_key=idempotency_key, requested_by=actor_label(actor))
         Cluster.objects.filter(pk=cluster.pk).update(health=Health.DELETING, autoscale_enabled=False)
         cluster.health = Health.DELETING
         audit_record(action="cluster.delete", tenant=cluster.tenant, actor=actor, target=cluster)
@@ -251,7 +245,7 @@ def node_replace(*, node: Node, actor) -> Operation:
     with transaction.atomic():
         operation = operation_start(cluster=cluster, kind=OperationKind.REPLACE_NODE,
                                     target_nodes=cluster.node_count, node_name=node.name,
-                                    requested_by=_label(actor))
+                                    requested_by=actor_label(actor))
         audit_record(action="cluster.replace_node", tenant=cluster.tenant, actor=actor,
                      target=cluster, after={"node": node.name, "role": node.role})
     return operation

@@ -22,6 +22,17 @@ def _actor(actor) -> tuple[User | None, str]:
     raise TypeError(f"Unknown actor {actor!r}")
 
 
+def actor_label(actor) -> str:
+    """How an actor (a Principal, a User, a label, or None) is named in records such as
+    `requested_by` or `actor_label` columns: the same text the audit trail uses."""
+    return _actor(actor)[1]
+
+
+def actor_identity(actor) -> tuple[User | None, str]:
+    """The actor's user (None for keys and the system) and its label."""
+    return _actor(actor)
+
+
 def audit_entry(*, action: str, tenant: Tenant | None = None, actor=None, target=None,
                 before: dict | None = None, after: dict | None = None) -> AuditEvent:
     """One entry, not yet saved (for audit_record_many)."""

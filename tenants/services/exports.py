@@ -50,12 +50,12 @@ def export_path(export: DataExport) -> Path:
 def export_request(*, tenant: Tenant, actor) -> DataExport:
     """Record an export and have a worker build it after commit. Raises Conflict
     `export_in_progress` while another export of the tenant is pending or building."""
-    from .audit import _actor
+    from .audit import actor_identity
 
     if tenant.erased_at is not None:
         raise Conflict("This organisation's data was erased; there is nothing to export.",
                        code="tenant_erased")
-    user, label = _actor(actor)
+    user, label = actor_identity(actor)
     now = clock.wall_now()
     try:
         with transaction.atomic():

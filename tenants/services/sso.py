@@ -73,13 +73,13 @@ def sso_login_config(tenant: Tenant) -> SsoConfig | None:
     return config if config is not None and config.enabled else None
 
 
-def _secret_context(tenant: Tenant) -> str:
+def sso_secret_context(tenant: Tenant) -> str:
     return f"sso:{tenant.pk}"
 
 
 def sso_client_secret(tenant: Tenant, config: SsoConfig) -> str:
     try:
-        return crypto.decrypt(config.client_secret_sealed, context=_secret_context(tenant)).decode()
+        return crypto.decrypt(config.client_secret_sealed, context=sso_secret_context(tenant)).decode()
     except crypto.SecretBoxError:
         raise SsoRefused("Single sign-on is misconfigured (its client secret cannot be read). "
                          "Ask an owner or admin to enter the client secret again.",
@@ -95,7 +95,7 @@ def sso_secret_rotate(tenant: Tenant) -> bool:
         if config is None or not crypto.needs_rotation(config.client_secret_sealed):
             return False
         config.client_secret_sealed = crypto.rotate(config.client_secret_sealed,
-                                                    context=_secret_context(tenant))
+                                                    context=sso_secret_context(tenant))
         config.save(update_fields=["client_secret_sealed"])
     return True
 
@@ -175,7 +175,7 @@ def sso_config_save(*, principal: Principal, issuer: str, client_id: str, client
         config.client_id = client_id
         if client_secret:
             config.client_secret_sealed = crypto.encrypt(client_secret,
-                                                         context=_secret_context(tenant))
+                                                         context=sso_secret_context(tenant))
         config.default_role = default_role
         config.enabled = bool(enabled)
         config.allowed_domains = domains
